@@ -1,0 +1,1 @@
+"""Shared modules for the four knowledge-transfer reproductions (envs, nets, learner, zoo, stats, report)."""

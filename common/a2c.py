@@ -1,0 +1,434 @@
+"""The shared on-policy learner: synchronous advantage actor-critic (A2C, the synchronous form of A3C).
+
+One training loop for every actor-critic method in the repository. A paper changes it only through
+a :class:`Hook` (extra loss terms, extra trainable modules, work after each update) and by passing its
+own agent network; Knowledge Flow and cA3C are written that way.
+
+Loss per update, on a rollout of ``n_steps`` x ``num_envs`` transitions::
+
+    L = policy_loss + vf_coef * value_loss - ent_coef * entropy + sum(hook losses)
+    policy_loss = -mean(log pi(a|s) * A),  value_loss = mean((R - V(s))^2) / 2 (``loss_reduction=sum`` sums)
+
+with returns ``R = A + V`` from GAE(gamma, lambda) (lambda = 1 gives A3C's n-step returns).
+
+Checkpoints and exact resume
+----------------------------
+ale-py's vector env cannot save its emulator state, so checkpoints sit on *boundaries* every
+``checkpoint_every`` env steps: there the learner saves model, optimiser, hook, step counters, RNG
+states and the curve, then truncates all running episodes (bootstrapping from V, as for any truncation)
+and reseeds the envs from ``(seed, boundary index)``. A run that resumes from boundary k therefore
+continues bit-for-bit as the uninterrupted run did (tests/test_a2c.py checks it). The cost is one
+truncated, unlogged episode per env per boundary.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.envs import AtariProtocol, VecEnv, dataclass_from_dict, make_vec_env
+from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.nets import make_net
+
+CURVE_FIELDS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
+
+
+@dataclass
+class A2CArgs:
+    """Arguments of one actor-critic run; a run is a pure function of (these, seed)."""
+
+    game: str = "Pong"
+    """Atari game in CamelCase (Pong, MsPacman) or MinAtar/<Game>"""
+    net: str = "a3c"
+    """network: a3c | nature | minatar | ca3c (common/nets.py)"""
+    total_steps: int = 1_000_000
+    """agent steps summed over envs (frames = steps x frameskip)"""
+    num_envs: int = 16
+    """parallel envs: the synchronous stand-in for A3C's asynchronous actors"""
+    n_steps: int = 5
+    """rollout length per env per update (A3C's t_max)"""
+    gamma: float = 0.99
+    """discount"""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 = A3C's n-step returns"""
+    ent_coef: float = 0.01
+    """entropy bonus beta"""
+    vf_coef: float = 0.5
+    """value-loss weight"""
+    loss_reduction: str = "mean"
+    """mean over the batch (A2C) or sum (the cA3C code sums over its rollout)"""
+    optimizer: str = "adam"
+    """adam | rmsprop"""
+    lr: float = 7e-4
+    """initial learning rate"""
+    lr_decay: bool = True
+    """decay the learning rate linearly to 0 over total_steps"""
+    adam_eps: float = 1e-5
+    """Adam / RMSprop epsilon"""
+    rmsprop_alpha: float = 0.99
+    """RMSprop smoothing"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clip (0 = off)"""
+    seed: int = 0
+    """seeds torch, numpy, python and the envs"""
+    device: str = "auto"
+    """auto (GPU if present) | cpu | cuda"""
+    torch_threads: int = 1
+    """intra-op CPU threads for torch (one single-thread job per core packs best)"""
+    env_threads: int = 1
+    """ale-py emulator threads"""
+    checkpoint_every: int = 250_000
+    """env steps between checkpoint boundaries (0 = none)"""
+    stats_every: int = 10_000
+    """env steps between rows of train_stats.csv (losses, entropy, hook statistics)"""
+    log_interval_s: float = 30.0
+    """seconds between progress lines"""
+    tensorboard: bool = False
+    """also write TensorBoard scalars under <out>/tb"""
+    protocol: dict = field(default_factory=dict)
+    """environment protocol overrides (common.envs.AtariProtocol)"""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "A2CArgs":
+        args = dataclass_from_dict(cls, d, where="a2c arguments")
+        AtariProtocol.from_dict(args.protocol)  # validate early
+        if args.loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got '{args.loss_reduction}'")
+        if args.optimizer not in ("adam", "rmsprop"):
+            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got '{args.optimizer}'")
+        return args
+
+
+@dataclass
+class Batch:
+    """One rollout, as the loss and the hooks see it ([T, N] leading dims)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    starts: torch.Tensor
+    state0: tuple | None
+    progress: float
+    """fraction of training done at this update, in [0, 1]"""
+    step: int
+    """env steps so far"""
+
+
+class Hook:
+    """How a paper extends the learner. Every method is optional."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Extra trainable parameters that join the main optimiser (besides the agent's)."""
+        return []
+
+    def loss(self, agent: nn.Module, batch: Batch, out) -> tuple[torch.Tensor | None, dict]:
+        """Extra loss terms on this rollout; `out` is the agent's NetOut for it. Returns (loss, logs)."""
+        return None, {}
+
+    def after_update(self, agent: nn.Module, batch: Batch) -> dict:
+        """Called after each optimiser step (e.g. refresh theta_old, step a side optimiser)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def gae(rewards, values, dones, last_value, gamma: float, lam: float):
+    """Generalised advantage estimation (Schulman et al. 2016) over a [T, N] rollout.
+
+    `dones[t]` is True where the transition at t ended the bootstrap chain (terminal). With lam = 1 the
+    returns are A3C's n-step returns bootstrapped from `last_value`.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(last_value)
+    for t in reversed(range(T)):
+        next_v = last_value if t == T - 1 else values[t + 1]
+        nonterm = 1.0 - dones[t].float()
+        delta = rewards[t] + gamma * next_v * nonterm - values[t]
+        last = delta + gamma * lam * nonterm * last
+        adv[t] = last
+    return adv, adv + values
+
+
+def env_seed(seed: int, boundary: int) -> int:
+    """Env seed for segment `boundary` of run `seed` (a fresh, reproducible stream per segment)."""
+    return int(np.random.SeedSequence([seed, boundary]).generate_state(1)[0] % (2**31 - 1))
+
+
+class Progress:
+    """Progress lines for long runs (to stderr, which Snakemake sends to the job's log)."""
+
+    def __init__(self, total: int, label: str, interval: float):
+        self.total, self.label, self.interval = total, label, interval
+        self.t0 = time.time()
+        self.last = 0.0
+        self.start_step = None
+
+    def update(self, step: int, recent: list[float], force: bool = False):
+        now = time.time()
+        if self.start_step is None:
+            self.start_step = step
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        rate = (step - self.start_step) / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        score = f"{np.mean(recent[-10:]):.1f}" if recent else "n/a"
+        eta_s = f"{eta / 60:.1f} min" if math.isfinite(eta) else "?"
+        print(f"[{self.label}] {step:,}/{self.total:,} steps ({100 * step / self.total:.0f}%) | "
+              f"{rate:,.0f} steps/s | ETA {eta_s} | mean score (last 10 games) {score}",
+              file=sys.stderr, flush=True)
+
+
+def make_optimizer(args: A2CArgs, params) -> torch.optim.Optimizer:
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr, eps=args.adam_eps)
+    return torch.optim.RMSprop(params, lr=args.lr, alpha=args.rmsprop_alpha, eps=args.adam_eps)
+
+
+def save_policy(path, agent: nn.Module, args: A2CArgs, env: VecEnv, **meta) -> None:
+    """A plain policy file: the net's name, shapes, protocol and weights (loadable by load_policy)."""
+    torch_save({"net": args.net, "obs_shape": tuple(env.obs_shape), "n_actions": env.n_actions,
+                "game": args.game, "protocol": args.protocol,
+                "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()}, **meta}, path)
+
+
+def load_policy(path, device="cpu") -> nn.Module:
+    """Load a policy file written by save_policy; a clear error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"policy file {path} does not exist: train it first (see README, 'Pipeline').")
+    try:
+        d = torch.load(path, map_location=device, weights_only=False)
+        net = make_net(d["net"], d["obs_shape"], d["n_actions"])
+        net.load_state_dict(d["state_dict"])
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
+        raise RuntimeError(f"policy file {path} is corrupt or incompatible ({e}); delete it and rerun "
+                           "the rule that produces it.") from e
+    return net.to(device).eval()
+
+
+def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = None,
+          hook: Hook | None = None, env: VecEnv | None = None, stop_after_updates: int | None = None) -> dict:
+    """Train `agent` (default: a fresh `args.net`) with A2C; write curve.csv, model.pt, train_stats.csv.
+
+    Resumes from <out>/checkpoint.pt if it exists. `stop_after_updates` stops early without writing
+    final outputs (used by tests to simulate a killed job).
+    """
+    torch.set_num_threads(args.torch_threads)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    env = env or make_vec_env(args.game, args.num_envs, args.protocol, num_threads=args.env_threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if agent is None:
+        agent = make_net(args.net, env.obs_shape, env.n_actions)
+    agent.to(device)
+    hook = hook or Hook()
+    params = [p for p in agent.parameters() if p.requires_grad] + list(hook.parameters())
+    opt = make_optimizer(args, params)
+
+    T, N = args.n_steps, env.num_envs
+    per_update = T * N
+    n_updates = math.ceil(args.total_steps / per_update)
+    ckpt_updates = max(1, args.checkpoint_every // per_update) if args.checkpoint_every > 0 else 0
+    frameskip = 1 if args.game.startswith("MinAtar/") else AtariProtocol.from_dict(args.protocol).frameskip
+
+    write_json(out / "config.json", {"a2c": asdict(args), "n_updates": n_updates})
+    ckpt_path = out / "checkpoint.pt"
+    curve_tmp, stats_tmp = out / "curve.partial.csv", out / "train_stats.partial.csv"
+    start_update, wall0, curve_rows, stats_rows = 0, 0.0, 0, 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        agent.load_state_dict(ck["agent"])
+        opt.load_state_dict(ck["optimizer"])
+        hook.load_state_dict(ck["hook"])
+        set_rng_state(ck["rng"])
+        start_update, wall0 = ck["update"], ck["wall_time"]
+        curve_rows, stats_rows = ck["curve_rows"], ck["stats_rows"]
+        _truncate_csv(curve_tmp, curve_rows)
+        _truncate_csv(stats_tmp, stats_rows)
+        print(f"[{args.game} seed {args.seed}] resuming from checkpoint at step {start_update * per_update:,}",
+              file=sys.stderr, flush=True)
+    else:
+        for p in (curve_tmp, stats_tmp):
+            p.unlink(missing_ok=True)
+
+    curve_f = open(curve_tmp, "a", newline="")
+    curve_w = csv.writer(curve_f)
+    if curve_rows == 0:
+        curve_w.writerow(CURVE_FIELDS)
+    stats_f = open(stats_tmp, "a", newline="")
+    stats_w, stats_keys = None, None
+    tb = None
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        tb = SummaryWriter(str(out / "tb"))
+
+    obs_buf = torch.zeros((T, N, *env.obs_shape), dtype=torch.uint8)
+    act_buf = torch.zeros((T, N), dtype=torch.long)
+    rew_buf = torch.zeros((T, N))
+    done_buf = torch.zeros((T, N), dtype=torch.bool)
+    start_buf = torch.zeros((T, N), dtype=torch.bool)
+    val_buf = torch.zeros((T, N))
+    recent: list[float] = []
+    progress = Progress(n_updates * per_update, f"{args.game} seed {args.seed}", args.log_interval_s)
+    t_start = time.time() - wall0
+    stats_every_updates = max(1, args.stats_every // per_update)
+
+    def begin_segment(update: int):
+        o = torch.from_numpy(env.reset(env_seed(args.seed, update // ckpt_updates if ckpt_updates else 0)))
+        return o, agent.initial_state(N, device), torch.ones(N, dtype=torch.bool)
+
+    obs, state, starts = begin_segment(start_update)
+    update = start_update
+    try:
+        for update in range(start_update, n_updates):
+            if stop_after_updates is not None and update - start_update >= stop_after_updates:
+                return {"stopped_at_update": update}
+            if ckpt_updates and update > start_update and update % ckpt_updates == 0:
+                curve_f.flush()
+                stats_f.flush()
+                torch_save({"agent": agent.state_dict(), "optimizer": opt.state_dict(),
+                            "hook": hook.state_dict(), "rng": rng_state(), "update": update,
+                            "wall_time": time.time() - t_start, "curve_rows": curve_rows,
+                            "stats_rows": stats_rows}, ckpt_path)
+                obs, state, starts = begin_segment(update)
+            frac = update / n_updates
+            if args.lr_decay:
+                for g in opt.param_groups:
+                    g["lr"] = args.lr * (1.0 - frac)
+            state0 = state if state is None else tuple(s.detach() for s in state)
+            # ---- rollout -------------------------------------------------------------------------
+            with torch.inference_mode():
+                for t in range(T):
+                    obs_buf[t] = obs
+                    start_buf[t] = starts
+                    o = obs.to(device)
+                    net_out = agent(o, state, starts.to(device))
+                    state = net_out.state
+                    a = torch.distributions.Categorical(logits=net_out.logits).sample()
+                    st = env.step(a.cpu().numpy())
+                    r = torch.from_numpy(st.reward)
+                    if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state
+                        idx = np.flatnonzero(st.truncated)
+                        v_cut = agent(torch.from_numpy(st.final_obs[idx]).to(device),
+                                      None if state is None else tuple(s[idx] for s in state)).value
+                        r[idx] += args.gamma * v_cut.cpu()
+                    act_buf[t], rew_buf[t], val_buf[t] = a.cpu(), r, net_out.value.cpu()
+                    done_buf[t] = torch.from_numpy(st.terminal | st.truncated)
+                    starts = torch.from_numpy(st.game_over.copy())
+                    obs = torch.from_numpy(st.obs)
+                    step_now = (update * T + t + 1) * N
+                    for _, ret, length in st.episodes:
+                        recent.append(ret)
+                        curve_w.writerow((step_now, step_now * frameskip, f"{time.time() - t_start:.2f}",
+                                          ret, length))
+                        curve_rows += 1
+                        if tb:
+                            tb.add_scalar("episode/score", ret, step_now)
+                    recent = recent[-100:]
+                last_value = agent(obs.to(device), state, starts.to(device)).value.cpu()
+            adv, ret = gae(rew_buf, val_buf, done_buf, last_value, args.gamma, args.gae_lambda)
+            batch = Batch(obs_buf.to(device), act_buf.to(device), adv.to(device), ret.to(device),
+                          start_buf.to(device), state0, frac, (update + 1) * per_update)
+            # ---- update --------------------------------------------------------------------------
+            out_seq = agent.forward_sequence(batch.obs, batch.state0, batch.starts)
+            logp_all = F.log_softmax(out_seq.logits, -1)
+            logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+            reduce = torch.sum if args.loss_reduction == "sum" else torch.mean
+            pg_loss = -reduce(logp * batch.advantages)
+            v_loss = 0.5 * reduce((batch.returns - out_seq.value) ** 2)
+            ent = reduce(entropy)
+            loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent
+            extra_loss, logs = hook.loss(agent, batch, out_seq)
+            if extra_loss is not None:
+                loss = loss + extra_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss ({loss.item()}) at update {update} (step {update * per_update:,}) of "
+                    f"{args.game} seed {args.seed}: lower lr (now {args.lr}) or check the reward scale and "
+                    f"hook losses. The last checkpoint ({ckpt_path}) is kept; a rerun resumes from it.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm) if args.max_grad_norm > 0 else 0.0
+            opt.step()
+            logs.update(hook.after_update(agent, batch))
+            if (update + 1) % stats_every_updates == 0 or update == n_updates - 1:
+                row = {"env_steps": (update + 1) * per_update, "policy_loss": pg_loss.item(),
+                       "value_loss": v_loss.item(), "entropy": (entropy.mean()).item(),
+                       "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"], **logs}
+                if stats_w is None:
+                    stats_keys = list(row)
+                    stats_w = csv.DictWriter(stats_f, fieldnames=stats_keys, extrasaction="ignore")
+                    if stats_rows == 0:
+                        stats_w.writeheader()
+                stats_w.writerow(row)
+                stats_rows += 1
+                if tb:
+                    for k, v in row.items():
+                        if k != "env_steps":
+                            tb.add_scalar(f"train/{k}", v, row["env_steps"])
+            progress.update((update + 1) * per_update, recent)
+    finally:
+        curve_f.close()
+        stats_f.close()
+        if tb:
+            tb.close()
+    progress.update(n_updates * per_update, recent, force=True)
+    save_policy(out / "model.pt", agent, args, env)
+    os.replace(stats_tmp, out / "train_stats.csv")
+    os.replace(curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
+    ckpt_path.unlink(missing_ok=True)
+    env.close()
+    return {"updates": n_updates, "env_steps": n_updates * per_update, "wall_time": time.time() - t_start}
+
+
+def _truncate_csv(path: Path, data_rows: int) -> None:
+    """Keep the header and the first `data_rows` rows (what the checkpoint had written)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(rows[: data_rows + 1])
+
+
+def main(argv=None):
+    """python -m common.a2c --out DIR --args '{game: Pong, total_steps: 100000}' [--set seed=3 ...]"""
+    import argparse
+
+    import yaml
+
+    ap = argparse.ArgumentParser(description="Train one A2C run (the A3C baseline when no hook is given).")
+    ap.add_argument("--out", required=True, help="run directory (checkpoint, curve.csv, model.pt)")
+    ap.add_argument("--args", default="{}", help="A2CArgs fields as YAML/JSON")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    a = ap.parse_args(argv)
+    d = yaml.safe_load(a.args) or {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        d[k] = yaml.safe_load(v)
+    train(A2CArgs.from_dict(d), a.out)
+
+
+if __name__ == "__main__":
+    from common.cli import run
+
+    run(main)

@@ -1,0 +1,252 @@
+"""Vectorised environments with the era-faithful Atari protocol (REFERENCE_NOTES §5), plus MinAtar.
+
+Every learner and evaluator in this repository steps a :class:`VecEnv`. It hands out three separate
+signals per step, so that no algorithm can mix them up:
+
+* ``reward``: the *training* reward (sign-clipped when the protocol says so);
+* ``terminal``: the *bootstrap* terminal (game over, or a lost life when ``episodic_life``);
+* ``episodes``: completed *whole games* with their raw, unclipped score (what every table reports).
+
+Backends
+--------
+``atari``: ale-py's C++ ``AtariVectorEnv`` (frameskip 4 with max-pool, 84x84 grey, frame stack,
+no-op starts, 108k-frame cap, no sticky actions). It is the fastest option that keeps the protocol:
+see ``scripts/bench_envs.py`` and ``results/benchmarks.md``. It runs with raw rewards and without its
+own life-loss handling; clipping and life-loss terminals are derived here from ``info["lives"]`` so that
+the raw game score stays visible.
+
+``minatar``: the MinAtar suite (10x10xC boolean frames), a fast analogue for smoke tests. Game names
+are written ``MinAtar/Breakout``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MINATAR_PREFIX = "MinAtar/"
+MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+
+
+@dataclass
+class AtariProtocol:
+    """The environment protocol a paper pins in its config (REFERENCE_NOTES §5)."""
+
+    frameskip: int = 4
+    """agent acts every `frameskip` frames; the action is repeated, the last two frames max-pooled"""
+    noop_max: int = 30
+    """up to this many random no-ops at the start of each game"""
+    max_frames: int = 108_000
+    """episode cap in emulator frames (30 minutes of play)"""
+    repeat_action_probability: float = 0.0
+    """sticky actions; 0 for the era-faithful protocol (ALE/*-v5 defaults to 0.25)"""
+    full_action_space: bool = False
+    """all 18 Atari actions instead of the game's minimal set (H-PR uses the full set)"""
+    frame_stack: int = 4
+    """frames stacked into one observation (MinAtar ignores this: its frames carry motion channels)"""
+    size: int = 84
+    """observation side in pixels (grey, resized)"""
+    fire_reset: bool = True
+    """press FIRE after reset in games that need it (OpenAI-baselines convention)"""
+    clip_rewards: bool = True
+    """training reward is sign(r); the reported score is always raw"""
+    episodic_life: bool = True
+    """a lost life is a bootstrap terminal for training; the game itself continues"""
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "AtariProtocol":
+        return dataclass_from_dict(cls, d or {}, where="protocol")
+
+
+def dataclass_from_dict(cls, d: dict, where: str):
+    """Build dataclass `cls` from `d`, failing with a message that names any unknown key."""
+    names = {f.name for f in cls.__dataclass_fields__.values()}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        hints = [f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
+                 for k in unknown]
+        raise KeyError(f"unknown key(s) in {where}: {', '.join(hints)}. Valid keys: {', '.join(sorted(names))}")
+    return cls(**d)
+
+
+def ale_game_id(game: str) -> str:
+    """'MsPacman' -> 'ms_pacman', validated against the ROMs ale-py ships; a clear error otherwise."""
+    import ale_py.roms
+
+    known = ale_py.roms.get_all_rom_ids()
+    rom = re.sub(r"(?<!^)(?=[A-Z])", "_", game.replace("NoFrameskip-v4", "").replace("ALE/", "").split("-v")[0]).lower()
+    if game.lower() in known:
+        rom = game.lower()
+    if rom not in known:
+        camel = {"".join(p.capitalize() for p in r.split("_")): r for r in known}
+        close = difflib.get_close_matches(game, list(camel), n=3)
+        raise ValueError(
+            f"unknown Atari game '{game}': ale-py {ale_py.__version__} ships no ROM '{rom}'. "
+            + (f"Did you mean {', '.join(close)}? " if close else "")
+            + "Write games in CamelCase as in the papers (Pong, MsPacman, BeamRider)."
+        )
+    return rom
+
+
+@dataclass
+class Step:
+    """One vectorised step (arrays of length num_envs)."""
+
+    obs: np.ndarray
+    reward: np.ndarray
+    """training reward (clipped if the protocol says so), float32"""
+    terminal: np.ndarray
+    """bootstrap terminal: game over, or a lost life under episodic_life"""
+    truncated: np.ndarray
+    """episode cut by the frame cap: bootstrap from `final_obs`"""
+    final_obs: np.ndarray | None
+    """observation before the automatic reset where `truncated` (else None)"""
+    game_over: np.ndarray | None = None
+    """the env was reset this step (game over or frame cap): a new episode starts at `obs`"""
+    episodes: list = field(default_factory=list)
+    """completed whole games: (env index, raw score, agent steps)"""
+
+
+class VecEnv:
+    """Common interface: `reset(seed) -> obs`, `step(actions) -> Step`."""
+
+    num_envs: int
+    obs_shape: tuple
+    n_actions: int
+    game: str
+
+    def _init_accounting(self):
+        self._ret = np.zeros(self.num_envs, dtype=np.float64)
+        self._len = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _account(self, raw_reward, game_over) -> list:
+        self._ret += raw_reward
+        self._len += 1
+        done = []
+        for i in np.flatnonzero(game_over):
+            done.append((int(i), float(self._ret[i]), int(self._len[i])))
+            self._ret[i] = 0.0
+            self._len[i] = 0
+        return done
+
+    def close(self):
+        pass
+
+
+class AtariVec(VecEnv):
+    """ale-py's C++ vector env under the protocol above; same-step autoreset."""
+
+    def __init__(self, game: str, num_envs: int, protocol: AtariProtocol | None = None, num_threads: int = 1):
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.protocol = p = protocol or AtariProtocol()
+        self.game = game
+        self.num_envs = num_envs
+        self._env = AtariVectorEnv(
+            ale_game_id(game), num_envs,
+            num_threads=num_threads,
+            max_num_frames_per_episode=p.max_frames,
+            repeat_action_probability=p.repeat_action_probability,
+            full_action_space=p.full_action_space,
+            img_height=p.size, img_width=p.size, grayscale=True,
+            stack_num=p.frame_stack, frameskip=p.frameskip, maxpool=True,
+            noop_max=p.noop_max, use_fire_reset=p.fire_reset,
+            episodic_life=False, life_loss_info=False, reward_clipping=False,
+            autoreset_mode="SameStep",
+        )
+        self.obs_shape = tuple(self._env.single_observation_space.shape)
+        self.n_actions = int(self._env.single_action_space.n)
+        self._lives = np.zeros(num_envs, dtype=np.int64)
+        self._init_accounting()
+
+    def reset(self, seed: int) -> np.ndarray:
+        obs, info = self._env.reset(seed=int(seed))
+        self._lives = info["lives"].astype(np.int64)
+        self._init_accounting()
+        return obs
+
+    def step(self, actions: np.ndarray) -> Step:
+        obs, raw, term, trunc, info = self._env.step(np.asarray(actions, dtype=np.int64))
+        raw = raw.astype(np.float64)
+        lives = info["lives"].astype(np.int64)
+        game_over = term | trunc
+        terminal = term.copy()
+        if self.protocol.episodic_life:
+            # a life lost mid-game (not the automatic reset, where lives jump back up)
+            terminal |= (lives < self._lives) & ~game_over
+        self._lives = lives
+        reward = np.sign(raw) if self.protocol.clip_rewards else raw
+        final_obs = info["final_obs"] if trunc.any() and "final_obs" in info else None
+        return Step(obs, reward.astype(np.float32), terminal, trunc & ~term, final_obs, game_over,
+                    self._account(raw, game_over))
+
+    def close(self):
+        self._env.close()
+
+
+class MinAtarVec(VecEnv):
+    """MinAtar games stepped in a Python loop; observations (C, 10, 10) uint8 in {0, 1}."""
+
+    def __init__(self, game: str, num_envs: int, protocol: AtariProtocol | None = None, num_threads: int = 1):
+        from minatar import Environment
+
+        self.protocol = p = protocol or AtariProtocol()
+        name = game[len(MINATAR_PREFIX):] if game.startswith(MINATAR_PREFIX) else game
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        if name not in MINATAR_GAMES:
+            raise ValueError(f"unknown MinAtar game '{game}'; known: "
+                             + ", ".join(MINATAR_PREFIX + g.title().replace("_", "") for g in MINATAR_GAMES))
+        self.game = game
+        self.num_envs = num_envs
+        self._envs = [Environment(name, sticky_action_prob=p.repeat_action_probability) for _ in range(num_envs)]
+        self._actions = self._envs[0].minimal_action_set() if not p.full_action_space else list(range(6))
+        self.n_actions = len(self._actions)
+        c = self._envs[0].state_shape()[2]
+        self.obs_shape = (c, 10, 10)
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._init_accounting()
+
+    def _obs(self) -> np.ndarray:
+        return np.stack([e.state() for e in self._envs]).transpose(0, 3, 1, 2).astype(np.uint8)
+
+    def reset(self, seed: int) -> np.ndarray:
+        rng = np.random.SeedSequence(int(seed)).spawn(self.num_envs)
+        for e, s in zip(self._envs, rng):
+            e.seed(int(s.generate_state(1)[0]))
+            e.reset()
+        self._steps[:] = 0
+        self._init_accounting()
+        return self._obs()
+
+    def step(self, actions: np.ndarray) -> Step:
+        n = self.num_envs
+        raw = np.zeros(n)
+        term = np.zeros(n, dtype=bool)
+        trunc = np.zeros(n, dtype=bool)
+        final = None
+        for i, (e, a) in enumerate(zip(self._envs, actions)):
+            r, t = e.act(self._actions[int(a)])
+            raw[i], term[i] = r, t
+        self._steps += 1
+        trunc = (self._steps >= self.protocol.max_frames // self.protocol.frameskip) & ~term
+        game_over = term | trunc
+        if trunc.any():
+            final = self._obs()
+        for i in np.flatnonzero(game_over):
+            self._envs[i].reset()
+            self._steps[i] = 0
+        reward = np.sign(raw) if self.protocol.clip_rewards else raw
+        return Step(self._obs(), reward.astype(np.float32), term, trunc, final, game_over,
+                    self._account(raw, game_over))
+
+
+def make_vec_env(game: str, num_envs: int, protocol: AtariProtocol | dict | None = None,
+                 num_threads: int = 1) -> VecEnv:
+    """The one place that turns a game name into a vector env (Atari, or MinAtar/<Game>)."""
+    if isinstance(protocol, dict) or protocol is None:
+        protocol = AtariProtocol.from_dict(protocol)
+    cls = MinAtarVec if game.startswith(MINATAR_PREFIX) else AtariVec
+    return cls(game, num_envs, protocol, num_threads=num_threads)
