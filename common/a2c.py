@@ -392,7 +392,8 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
         if tb:
             tb.close()
     progress.update(n_updates * per_update, recent, force=True)
-    save_policy(out / "model.pt", agent, args, env)
+    # an agent with teacher modules (Knowledge Flow) exports its independent student here
+    save_policy(out / "model.pt", agent.export_policy() if hasattr(agent, "export_policy") else agent, args, env)
     os.replace(stats_tmp, out / "train_stats.csv")
     os.replace(curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
     ckpt_path.unlink(missing_ok=True)

@@ -1,0 +1,32 @@
+"""Helpers the Snakemake rules share: config checks by name and run arguments as JSON."""
+
+from __future__ import annotations
+
+import json
+
+from common.a2c import A2CArgs
+from common.envs import ale_game_id, make_vec_env
+from common.evaluation import EvalProtocol
+
+
+def check_config(config: dict) -> None:
+    """Fail at load time, naming the key or game, before any job starts."""
+    kf = config["knowledge_flow"]
+    A2CArgs.from_dict(kf["a2c"])
+    EvalProtocol.from_dict(kf.get("eval"))
+    for g in list(kf["games"]) + list(kf.get("teacher_games", [])):
+        if g.startswith("MinAtar/"):
+            make_vec_env(g, 1).close()
+        else:
+            ale_game_id(g)
+
+
+def a2c_args(section: dict, game: str, seed: int, threads: int, device: str) -> str:
+    """The A2CArgs of one run as a JSON string for the command line."""
+    d = dict(section, game=game, seed=int(seed), torch_threads=int(threads), device=device)
+    A2CArgs.from_dict(d)
+    return json.dumps(d)
+
+
+def eval_protocol(section: dict | None) -> str:
+    return json.dumps(section or {})
