@@ -1,0 +1,4 @@
+"""Knowledge Flow (Liu, Peng & Schwing, ICLR 2019): teachers' layers flow into a student that ends independent.
+
+The method is in :mod:`papers.knowledge_flow.method`.
+"""

@@ -1,0 +1,359 @@
+"""Knowledge Flow (Liu, Peng & Schwing, ICLR 2019): the method, readable top to bottom.
+
+A student net is trained with A2C (``common.a2c.train``) while frozen teachers lend it their
+intermediate representations through trainable cross-connections:
+
+1. :class:`KnowledgeFlowStudent` mixes, at every linked student layer j, the student's own
+   pre-activation z(l0j) with transformed teacher pre-activations Q_j(l) z(l) (Eq. 1-2 of Sec. 3.2)::
+
+       h(l0j) = act( sum_{l in L_j \\ l0j} p_w^j(l) Q_j(l) z(l) + p_w^j(l0j) z(l0j) ),   p_w^j = softmax(w^j)
+
+2. :class:`KnowledgeFlowHook` adds the two losses of Eq. 4 to the actor-critic loss::
+
+       lambda1(progress) * l_dep(w) + lambda2 * KL(pi_theta(.|x) || pi_theta_old(.|x))
+       l_dep(w) = -(1/L0) sum_j log p_w^j(l0j)                                        (Eq. 5)
+
+   with lambda1 ramped linearly from 0 to its sampled value over training (Sec. 4.1) and theta_old the
+   previous update's parameters, or their exponential average (Sec. 7.6).
+
+3. :func:`export_student` returns the independent student: the plain net, no teacher, Q or w.
+
+Choices where the paper is silent (REFERENCE_NOTES §1 and the docstrings below say why):
+
+* Q: a 1x1 convolution (channel mixing) for conv->conv links, a linear map for fc->fc links, PyTorch's
+  default initialisation. A conv teacher map whose spatial size differs from the student's is resized
+  bilinearly (``align_corners=False``) *before* Q. Conv<->fc links are rejected with an error.
+* w: zeros at the start, i.e. p_w^j uniform over the candidates of layer j.
+* L0 in Eq. 5 counts *all* student layers, as the paper writes; a layer without teacher links has
+  p_w = 1 and contributes log 1 = 0. (In the paper's RL set-ups every student layer is linked.)
+* theta_old for update k is the parameter vector the learner held at update k-1 (a snapshot taken
+  before the optimiser step); the EMA variant averages those snapshots, so alpha = 0 is the
+  'previous' variant. At the first update theta_old = theta (KL = 0).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from common.a2c import Batch, Hook
+from common.envs import dataclass_from_dict
+from common.nets import LayeredNet, NetOut, init_layer
+
+LINK_KEYS = ("teacher", "teacher_layer", "student_layer")
+
+
+@dataclass
+class KFArgs:
+    """Knowledge Flow arguments (beside the A2C ones); a run is a pure function of (these, A2CArgs, seed)."""
+
+    lambda1: float = 0.1
+    """final weight of the dependency loss l_dep (Eq. 5); ramped linearly from 0 at the start of training"""
+    lambda2: float = 0.01
+    """weight of the KL term KL(pi_theta || pi_theta_old) (Eq. 4)"""
+    theta_old: str = "previous"
+    """previous: theta_old = the previous update's parameters | ema: exponential average (Sec. 7.6)"""
+    ema_alpha: float = 0.9
+    """EMA factor: theta_old <- alpha * theta_old + (1 - alpha) * theta (Sec. 7.6)"""
+    teachers: list = field(default_factory=list)
+    """teacher files (the zoo loads them); index m in `links` is teachers[m]"""
+    links: list = field(default_factory=list)
+    """cross-connections: {'teacher': m, 'teacher_layer': 'conv3', 'student_layer': 'conv2'}"""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "KFArgs":
+        a = dataclass_from_dict(cls, d, where="knowledge_flow arguments")
+        if a.theta_old not in ("previous", "ema"):
+            raise ValueError(f"theta_old must be 'previous' or 'ema', got '{a.theta_old}'")
+        if not 0.0 <= a.ema_alpha < 1.0:
+            raise ValueError(f"ema_alpha must be in [0, 1), got {a.ema_alpha}")
+        if a.lambda1 < 0 or a.lambda2 < 0:
+            raise ValueError(f"lambda1 and lambda2 must be >= 0, got {a.lambda1}, {a.lambda2}")
+        for link in a.links:
+            _check_link_keys(link)
+        return a
+
+
+def sample_lambdas(seed: int, lambda1_grid, lambda2_grid) -> tuple[float, float]:
+    """(lambda1, lambda2) drawn uniformly from the grids, a pure function of the seed (Sec. 4.1, after
+    Rusu et al. 2016: a new draw for every run)."""
+    rng = np.random.default_rng([seed, 7_919])
+    return float(rng.choice(lambda1_grid)), float(rng.choice(lambda2_grid))
+
+
+def _check_link_keys(link: dict) -> None:
+    if not isinstance(link, dict) or set(link) != set(LINK_KEYS):
+        raise KeyError(f"a knowledge-flow link needs exactly the keys {LINK_KEYS}, got {link!r}")
+
+
+def teacher_preacts(teacher: nn.Module, obs: torch.Tensor) -> list[torch.Tensor]:
+    """A teacher's per-layer pre-activations z(l_i^m) on `obs` (a zoo Teacher returns a list; a
+    LayeredNet returns a NetOut carrying them in ``extra['preacts']``)."""
+    out = teacher.forward_preacts(obs)
+    return list(out.extra["preacts"]) if isinstance(out, NetOut) else list(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. The transformed student net (Sec. 3.2, Eq. 1-2)
+# ---------------------------------------------------------------------------------------------------
+class KnowledgeFlowStudent(nn.Module):
+    """A student LayeredNet with cross-connections from M frozen teachers (M = 0, 1, 2, ...).
+
+    For student layer j the candidate set is L_j = [l0j (the student's own layer), the linked teacher
+    layers in the order of `links`]; ``w[j]`` holds one trainable logit per candidate (index 0 =
+    student), initialised to 0 (uniform p_w^j), and ``Q[j][k]`` transforms candidate k+1. Teachers are
+    frozen (no grad, always eval mode), see the student's observation, and run once per forward under
+    ``torch.no_grad()``. Layers without links run exactly as in the plain student net.
+    """
+
+    recurrent = False
+
+    def __init__(self, student: LayeredNet, teachers: list[nn.Module] = (), links: list[dict] = ()):
+        super().__init__()
+        self.student = student
+        self.teachers = nn.ModuleList(teachers)
+        for t in self.teachers:
+            t.requires_grad_(False).eval()
+            t_shape = getattr(t, "obs_shape", None)
+            if t_shape is not None and tuple(t_shape) != tuple(student.obs_shape):
+                raise ValueError(f"teacher observation shape {tuple(t_shape)} differs from the student's "
+                                 f"{tuple(student.obs_shape)}: teachers are fed the student's observation, "
+                                 "so pick teachers trained with the same preprocessing (frame size, stack).")
+        self.layer_names = tuple(student.layer_names)
+        self.obs_shape, self.n_actions = student.obs_shape, student.n_actions
+        # shapes of every student and teacher pre-activation, from one dry forward on a blank frame
+        dev = next(student.parameters()).device
+        blank = torch.zeros((1, *student.obs_shape), dtype=torch.uint8, device=dev)
+        with torch.no_grad():
+            s_shapes = [z.shape[1:] for z in student.forward_preacts(blank).extra["preacts"]]
+            t_shapes = [[z.shape[1:] for z in teacher_preacts(t, blank)] for t in self.teachers]
+
+        self.candidates: dict[str, list[str]] = {}   # student layer -> candidate names ("student", "t0.conv3")
+        self.sources: dict[str, list[tuple[int, int]]] = {}  # student layer -> [(teacher m, teacher layer i)]
+        self.w = nn.ParameterDict()
+        self.Q = nn.ModuleDict()
+        for link in links:
+            _check_link_keys(link)
+            m, t_layer, s_layer = link["teacher"], link["teacher_layer"], link["student_layer"]
+            if not (isinstance(m, int) and 0 <= m < len(self.teachers)):
+                raise ValueError(f"link {link}: teacher index {m} is out of range ({len(self.teachers)} teachers)")
+            t_names = list(self.teachers[m].layer_names)
+            if t_layer not in t_names:
+                raise ValueError(f"link {link}: teacher {m} has no layer '{t_layer}' (layers: {t_names})")
+            if s_layer not in self.layer_names:
+                raise ValueError(f"link {link}: the student has no layer '{s_layer}' (layers: {self.layer_names})")
+            name, i, j = f"t{m}.{t_layer}", t_names.index(t_layer), self.layer_names.index(s_layer)
+            if name in self.candidates.get(s_layer, []):
+                raise ValueError(f"link {link} is listed twice")
+            zt, zs = t_shapes[m][i], s_shapes[j]
+            if len(zt) == 3 and len(zs) == 3:      # conv -> conv: channel mixing (after resizing)
+                q = nn.Conv2d(zt[0], zs[0], kernel_size=1)
+            elif len(zt) == 1 and len(zs) == 1:    # fc -> fc
+                q = nn.Linear(zt[0], zs[0])
+            else:
+                raise ValueError(f"link {link} joins a {'conv' if len(zt) == 3 else 'fc'} teacher layer to a "
+                                 f"{'conv' if len(zs) == 3 else 'fc'} student layer; only conv->conv and fc->fc "
+                                 "links are supported (link the teacher's layer of the same kind instead)")
+            if s_layer not in self.candidates:
+                self.candidates[s_layer], self.sources[s_layer] = ["student"], []
+                self.Q[s_layer] = nn.ModuleList()
+            self.candidates[s_layer].append(name)
+            self.sources[s_layer].append((m, i))
+            self.Q[s_layer].append(q)               # PyTorch default init (kaiming-uniform)
+        for s_layer, cands in self.candidates.items():
+            self.w[s_layer] = nn.Parameter(torch.zeros(len(cands)))  # uniform p_w^j at the start
+        self.needed = sorted({src for srcs in self.sources.values() for src in srcs})
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teachers.eval()  # teachers stay in eval mode
+        return self
+
+    def pw(self) -> dict[str, torch.Tensor]:
+        """p_w^j = softmax(w^j) for every linked student layer j (index 0: the student's own layer)."""
+        return {j: F.softmax(w, dim=0) for j, w in self.w.items()}
+
+    def export_policy(self) -> nn.Module:
+        """What the learner saves as model.pt: the independent student (see export_student)."""
+        return export_student(self)
+
+    def pw_table(self) -> dict[str, float]:
+        """Every candidate's normalised weight, named like ``pw/conv2/student``, ``pw/conv2/t0.conv3``."""
+        with torch.no_grad():
+            return {f"pw/{j}/{c}": float(p[k]) for j, p in self.pw().items()
+                    for k, c in enumerate(self.candidates[j])}
+
+    def teacher_z(self, obs: torch.Tensor) -> dict[tuple[int, int], torch.Tensor]:
+        """The linked teachers' pre-activations z(l_i^m), computed once, without grad."""
+        with torch.no_grad():
+            zs = {m: teacher_preacts(t, obs) for m, t in enumerate(self.teachers)
+                  if any(src[0] == m for src in self.needed)}
+            return {(m, i): zs[m][i] for m, i in self.needed}
+
+    def forward(self, obs: torch.Tensor, state=None, starts=None, teacher_z=None) -> NetOut:
+        """One forward pass; `teacher_z` (from ``extra['teacher_z']``) skips re-running the teachers."""
+        if teacher_z is None:
+            teacher_z = self.teacher_z(obs)
+        pw = self.pw()
+        h = self.student.input(obs)
+        for j, name in enumerate(self.layer_names):
+            z = self.student.preact(j, h)                      # z(l0j)
+            if name in pw:
+                p = pw[name]
+                mixed = p[0] * z                               # p_w^j(l0j) z(l0j)
+                for k, (src, q) in enumerate(zip(self.sources[name], self.Q[name])):
+                    zt = teacher_z[src]
+                    if zt.dim() == 4 and zt.shape[-2:] != z.shape[-2:]:   # e.g. Nature 7x7 -> A3C 9x9
+                        zt = F.interpolate(zt, size=z.shape[-2:], mode="bilinear", align_corners=False)
+                    mixed = mixed + p[k + 1] * q(zt)           # + p_w^j(l) Q_j(l) z(l)   (Eq. 1-2)
+                z = mixed
+            h = self.student.activate(z)                       # h(l0j) = act(...)
+        logits, value = self.student.heads(h)
+        return NetOut(logits, value, None, {"pw": pw, "teacher_z": teacher_z})
+
+    def forward_sequence(self, obs: torch.Tensor, state=None, starts=None) -> NetOut:
+        """obs [T, N, ...] -> logits [T, N, A], value [T, N] (teacher_z stays flat, [T*N, ...])."""
+        t, n = obs.shape[:2]
+        out = self.forward(obs.reshape(t * n, *obs.shape[2:]))
+        return NetOut(out.logits.reshape(t, n, -1), out.value.reshape(t, n), None, out.extra)
+
+    def initial_state(self, n: int, device=None):
+        return None
+
+
+def export_student(kf: KnowledgeFlowStudent) -> LayeredNet:
+    """The independent student (Sec. 3.2): a plain copy of the student net with its own weights; no
+    teacher, Q or w. It acts exactly as the mixed net once p_w^j(l0j) = 1 for every layer j."""
+    return copy.deepcopy(kf.student)
+
+
+def student_independence(kf: KnowledgeFlowStudent) -> dict[str, float]:
+    """Per student layer the remaining dependence on teachers, 1 - p_w^j(l0j) (0 for unlinked layers),
+    and their maximum under 'max'. Close to 0 means the exported student behaves like the trained one."""
+    with torch.no_grad():
+        pw = kf.pw()
+        dep = {j: (1.0 - float(pw[j][0])) if j in pw else 0.0 for j in kf.layer_names}
+    return {**dep, "max": max(dep.values())}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. The losses of Eq. 4-5 and theta_old, as a hook of the shared A2C learner
+# ---------------------------------------------------------------------------------------------------
+def dependency_loss(pw: dict[str, torch.Tensor], n_student_layers: int) -> torch.Tensor:
+    """l_dep(w) = -(1/L0) sum_j log p_w^j(l0j)   (Eq. 5); L0 = all student layers (unlinked ones add 0)."""
+    if not pw:
+        return torch.zeros(())
+    return -sum(torch.log(p[0]) for p in pw.values()) / n_student_layers
+
+
+def policy_kl(logits: torch.Tensor, logits_old: torch.Tensor) -> torch.Tensor:
+    """KL(pi_theta(.|x) || pi_theta_old(.|x)) per state, over the last (action) dimension."""
+    logp, logp_old = F.log_softmax(logits, -1), F.log_softmax(logits_old, -1)
+    return (logp.exp() * (logp - logp_old)).sum(-1)
+
+
+def ema_update(theta_old: dict[str, torch.Tensor], theta: dict[str, torch.Tensor], alpha: float) -> None:
+    """theta_old <- alpha * theta_old + (1 - alpha) * theta, in place (Sec. 7.6)."""
+    for k, v in theta.items():
+        theta_old[k].mul_(alpha).add_(v, alpha=1.0 - alpha)
+
+
+def trainable_parameters(agent: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every trainable parameter (student, Q and w; teachers are frozen)."""
+    return {k: p.detach().clone() for k, p in agent.named_parameters() if p.requires_grad}
+
+
+class KnowledgeFlowHook(Hook):
+    """Adds lambda1(progress) * l_dep + lambda2 * l_KL (Eq. 4) to the A2C loss.
+
+    theta_old: ``loss`` (called before the optimiser step) snapshots the current parameters theta_k;
+    ``after_update`` makes that snapshot theta_old ('previous') or folds it into the average ('ema'), so
+    update k+1 compares pi_theta_{k+1} with pi_theta_k. pi_theta_old on ``batch.obs`` needs one more
+    forward pass of the student with theta_old swapped in (``torch.func.functional_call``, no grad),
+    which reuses the teachers' pre-activations of the current pass. ``state_dict`` holds theta_old, so a
+    resumed run continues exactly. Q and w live inside the student module, so ``parameters()`` adds none.
+    """
+
+    def __init__(self, args: KFArgs):
+        self.args = args
+        self.theta_old: dict[str, torch.Tensor] | None = None
+        self._theta_now: dict[str, torch.Tensor] | None = None
+
+    def lambda1_at(self, progress: float) -> float:
+        """lambda1 ramped linearly from 0 (start of training) to the sampled lambda1 (end)."""
+        return self.args.lambda1 * progress
+
+    def old_logits(self, agent: KnowledgeFlowStudent, obs: torch.Tensor, teacher_z=None) -> torch.Tensor:
+        """Policy logits of theta_old on obs [B, ...] (no grad)."""
+        with torch.no_grad():
+            return functional_call(agent, self.theta_old, (obs,), {"teacher_z": teacher_z}).logits
+
+    def loss(self, agent: KnowledgeFlowStudent, batch: Batch, out: NetOut):
+        if not isinstance(agent, KnowledgeFlowStudent):
+            raise TypeError(f"KnowledgeFlowHook needs a KnowledgeFlowStudent agent, got {type(agent).__name__}")
+        self._theta_now = trainable_parameters(agent)
+        if self.theta_old is None:                   # first update: theta_old = theta
+            self.theta_old = {k: v.clone() for k, v in self._theta_now.items()}
+        dep = dependency_loss(out.extra["pw"], len(agent.layer_names)).to(out.logits.device)   # Eq. 5
+        lam1 = self.lambda1_at(batch.progress)
+        obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
+        logits = out.logits.reshape(obs.shape[0], -1)
+        kl = policy_kl(logits, self.old_logits(agent, obs, out.extra.get("teacher_z"))).mean()
+        loss = lam1 * dep + self.args.lambda2 * kl                                                 # Eq. 4
+        logs = {"kf/lambda1": lam1, "kf/dep_loss": dep.item(), "kf/kl": kl.item(), **agent.pw_table()}
+        return loss, logs
+
+    def after_update(self, agent: nn.Module, batch: Batch) -> dict:
+        if self._theta_now is None:
+            return {}
+        if self.args.theta_old == "ema":
+            ema_update(self.theta_old, self._theta_now, self.args.ema_alpha)
+        else:
+            self.theta_old = self._theta_now
+        self._theta_now = None
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"theta_old": self.theta_old}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.theta_old = state.get("theta_old")
+        self._theta_now = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Baseline: fine-tuning from a teacher of the same architecture (Table 2, Fig. 3)
+# ---------------------------------------------------------------------------------------------------
+def finetune_init(student: LayeredNet, teacher: nn.Module | dict, new_head: bool) -> LayeredNet:
+    """Initialise `student` in place from a teacher of the same architecture (a net or its state_dict).
+
+    The hidden layers are copied; with ``new_head`` the policy and value heads are re-initialised as in a
+    fresh net (orthogonal, gains 0.01 and 1), which is required when the action sets differ.
+    """
+    sd = teacher.state_dict() if isinstance(teacher, nn.Module) else dict(teacher)
+    mine = student.state_dict()
+    keep = [k for k in mine if k.startswith("layers.") or not new_head]
+    for k in keep:
+        if k not in sd or sd[k].shape != mine[k].shape:
+            got = "missing" if k not in sd else tuple(sd[k].shape)
+            hint = (" (the action sets differ: use new_head=True)" if k.startswith("policy.")
+                    else " (fine-tuning needs a teacher of the student's architecture)")
+            raise ValueError(f"cannot fine-tune from this teacher: parameter '{k}' is {got}, the student's is "
+                             f"{tuple(mine[k].shape)}{hint}")
+    with torch.no_grad():
+        for k in keep:
+            mine[k].copy_(sd[k])
+    if new_head:
+        init_layer(student.policy, gain=0.01)
+        init_layer(student.value, gain=1.0)
+    return student
+
+
+__all__ = ["KFArgs", "KnowledgeFlowStudent", "KnowledgeFlowHook", "export_student", "student_independence",
+           "dependency_loss", "policy_kl", "ema_update", "finetune_init", "sample_lambdas", "teacher_preacts"]

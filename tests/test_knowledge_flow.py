@@ -1,0 +1,286 @@
+"""Knowledge Flow (papers/knowledge_flow/method.py): every formula against hand-computed values."""
+
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from common.a2c import A2CArgs, Batch, train
+from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
+from papers.knowledge_flow.method import (KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent, dependency_loss,
+                                          ema_update, export_student, finetune_init, policy_kl,
+                                          student_independence)
+
+torch.set_num_threads(1)
+
+
+class FrozenTeacher(nn.Module):
+    """Adapter: a LayeredNet as a zoo-style teacher (`forward_preacts(obs) -> list`, `layer_names`)."""
+
+    def __init__(self, net: LayeredNet):
+        super().__init__()
+        self.net, self.layer_names, self.obs_shape = net, net.layer_names, net.obs_shape
+        self.requires_grad_(False).eval()
+
+    def forward_preacts(self, obs):
+        return self.net.forward_preacts(obs).extra["preacts"]
+
+
+def one_layer_net(weight) -> LayeredNet:
+    """h = relu(W x), logits = h: one fc layer on a 1x1x2 'image', identity policy head."""
+    net = LayeredNet((1, 1, 2), 2, convs=[], fc=2, obs_scale=1.0)
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        net.layers[0].bias.zero_()
+        net.policy.weight.copy_(torch.eye(2))
+        net.policy.bias.zero_()
+    return net
+
+
+def uint8_obs(n, shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2 if shape[-1] == 10 else 256, (n, *shape), generator=g).to(torch.uint8)
+
+
+def minatar_kf(links=("conv1", "fc"), seed=0):
+    torch.manual_seed(seed)
+    student = MinAtarNet((4, 10, 10), 3)
+    teacher = FrozenTeacher(MinAtarNet((4, 10, 10), 6))
+    return KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": l, "student_layer": l}
+                                                     for l in links])
+
+
+def fake_batch(obs, progress=0.5):
+    t, n = obs.shape[:2]
+    z = torch.zeros(t, n)
+    return Batch(obs, torch.zeros(t, n, dtype=torch.long), z, z, z.bool(), None, progress, 0)
+
+
+# -- Eq. 1-2: the mixed layer ------------------------------------------------------------------------------
+def test_mixing_one_layer_by_hand():
+    student = one_layer_net([[1, 0], [0, 1]])                     # z_s = x
+    teacher = FrozenTeacher(one_layer_net([[2, 0], [0, -3]]))     # z_t = (2 x1, -3 x2)
+    kf = KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": "fc", "student_layer": "fc"}])
+    with torch.no_grad():
+        kf.Q["fc"][0].weight.copy_(torch.eye(2))
+        kf.Q["fc"][0].bias.zero_()
+        kf.w["fc"].copy_(torch.log(torch.tensor([1.0, 3.0])))       # p = [0.25, 0.75]
+    x = torch.tensor([[[[1, 2]]]], dtype=torch.uint8)
+    # h = relu(0.25 * (1, 2) + 0.75 * (2, -6)) = relu(1.75, -4) = (1.75, 0)
+    torch.testing.assert_close(kf(x).logits, torch.tensor([[1.75, 0.0]]))
+
+
+def test_pw_is_softmax_of_w_and_sums_to_one():
+    kf = minatar_kf()
+    assert kf.pw_table() == {"pw/conv1/student": 0.5, "pw/conv1/t0.conv1": 0.5,   # w = 0: uniform
+                             "pw/fc/student": 0.5, "pw/fc/t0.fc": 0.5}
+    with torch.no_grad():
+        kf.w["conv1"].copy_(torch.tensor([0.0, math.log(4.0)]))
+    p = kf.pw()["conv1"]
+    torch.testing.assert_close(p, torch.tensor([0.2, 0.8]))
+    for q in kf.pw().values():
+        assert abs(q.sum().item() - 1.0) < 1e-6
+
+
+def test_two_teachers_one_teacher_layer_to_two_student_layers():
+    torch.manual_seed(0)
+    t0, t1 = FrozenTeacher(MinAtarNet((4, 10, 10), 3)), FrozenTeacher(MinAtarNet((4, 10, 10), 5))
+    links = [{"teacher": 0, "teacher_layer": "conv1", "student_layer": "conv1"},
+             {"teacher": 1, "teacher_layer": "conv1", "student_layer": "conv1"},
+             {"teacher": 1, "teacher_layer": "fc", "student_layer": "fc"},
+             {"teacher": 1, "teacher_layer": "fc", "student_layer": "conv1"}]
+    with pytest.raises(ValueError, match="conv"):
+        KnowledgeFlowStudent(MinAtarNet((4, 10, 10), 3), [t0, t1], links)
+    kf = KnowledgeFlowStudent(MinAtarNet((4, 10, 10), 3), [t0, t1], links[:3])
+    assert kf.candidates == {"conv1": ["student", "t0.conv1", "t1.conv1"], "fc": ["student", "t1.fc"]}
+    assert abs(kf.pw_table()["pw/conv1/t1.conv1"] - 1 / 3) < 1e-7
+
+
+# -- Eq. 5, the lambda1 ramp, the KL term and theta_old ----------------------------------------------------
+def test_dependency_loss_by_hand():
+    pw = {"conv1": torch.tensor([0.5, 0.5]), "fc": torch.tensor([0.25, 0.5, 0.25])}
+    expected = -(math.log(0.5) + math.log(0.25)) / 2
+    assert abs(float(dependency_loss(pw, 2)) - expected) < 1e-6
+    # L0 counts every student layer: an unlinked third layer adds log 1 = 0 and divides by 3
+    assert abs(float(dependency_loss(pw, 3)) - 2 * expected / 3) < 1e-6
+    kf = minatar_kf()                                              # both MinAtar layers linked
+    with torch.no_grad():
+        kf.w["fc"].copy_(torch.tensor([0.0, math.log(3.0)]))       # p_student = 0.25
+    assert abs(dependency_loss(kf.pw(), len(kf.layer_names)).item() - expected) < 1e-6
+
+
+def test_lambda1_ramp():
+    hook = KnowledgeFlowHook(KFArgs(lambda1=0.5))
+    assert [hook.lambda1_at(p) for p in (0.0, 0.5, 1.0)] == [0.0, 0.25, 0.5]
+
+
+def test_policy_kl_by_hand():
+    p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.25, 0.75])
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert abs(float(policy_kl(p.log(), q.log())) - expected) < 1e-6
+    assert float(policy_kl(q.log() + 3.0, q.log())) == pytest.approx(0.0, abs=1e-7)  # logits up to a constant
+
+
+def test_hook_loss_kl_and_theta_old_previous():
+    torch.manual_seed(0)
+    kf = KnowledgeFlowStudent(MinAtarNet((4, 10, 10), 2))        # no teachers: pi depends on the head only
+    hook = KnowledgeFlowHook(KFArgs(lambda1=0.4, lambda2=0.1))
+    obs = uint8_obs(6, (4, 10, 10)).reshape(2, 3, 4, 10, 10)
+    with torch.no_grad():
+        kf.student.policy.weight.zero_()
+        kf.student.policy.bias.copy_(torch.log(torch.tensor([0.5, 0.5])))
+    loss, logs = hook.loss(kf, fake_batch(obs), kf.forward_sequence(obs))
+    assert loss.item() == 0.0 and logs["kf/kl"] == 0.0           # first update: theta_old = theta
+    hook.after_update(kf, None)                                   # theta_old <- the pre-step snapshot
+    with torch.no_grad():
+        kf.student.policy.bias.copy_(torch.log(torch.tensor([0.25, 0.75])))   # an 'optimiser step'
+    loss, logs = hook.loss(kf, fake_batch(obs, progress=0.5), kf.forward_sequence(obs))
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)         # KL(pi_theta || pi_theta_old)
+    assert logs["kf/kl"] == pytest.approx(kl, rel=1e-5)
+    assert logs["kf/lambda1"] == pytest.approx(0.2) and logs["kf/dep_loss"] == 0.0
+    assert loss.item() == pytest.approx(0.1 * kl, rel=1e-5)
+    hook.after_update(kf, None)
+    torch.testing.assert_close(hook.theta_old["student.policy.bias"], torch.log(torch.tensor([0.25, 0.75])))
+
+
+def test_kl_gradient_and_teacher_cache():
+    kf = minatar_kf()
+    hook = KnowledgeFlowHook(KFArgs(lambda1=1.0, lambda2=1.0))
+    obs = uint8_obs(4, (4, 10, 10)).reshape(2, 2, 4, 10, 10)
+    hook.loss(kf, fake_batch(obs), kf.forward_sequence(obs))
+    hook.after_update(kf, None)
+    with torch.no_grad():
+        kf.Q["fc"][0].weight.mul_(3.0)
+    out = kf.forward_sequence(obs)
+    loss, logs = hook.loss(kf, fake_batch(obs, progress=1.0), out)
+    # old logits from the cached teacher pre-activations equal a full forward with theta_old
+    flat = obs.reshape(4, 4, 10, 10)
+    torch.testing.assert_close(hook.old_logits(kf, flat, out.extra["teacher_z"]), hook.old_logits(kf, flat))
+    assert logs["kf/kl"] > 0 and logs["kf/dep_loss"] == pytest.approx(math.log(2.0))
+    loss.backward()
+    assert kf.w["fc"].grad is not None and kf.Q["fc"][0].weight.grad is not None
+    assert all(p.grad is None for p in kf.teachers.parameters())
+
+
+def test_ema_update_formula_and_hook_state():
+    old, new = {"p": torch.tensor([1.0, -2.0])}, {"p": torch.tensor([3.0, 0.0])}
+    ema_update(old, new, 0.9)
+    torch.testing.assert_close(old["p"], torch.tensor([1.2, -1.8]))  # 0.9 * old + 0.1 * new
+    kf = minatar_kf()
+    hook = KnowledgeFlowHook(KFArgs(theta_old="ema", ema_alpha=0.9))
+    obs = uint8_obs(2, (4, 10, 10)).reshape(1, 2, 4, 10, 10)
+    hook.loss(kf, fake_batch(obs), kf.forward_sequence(obs))
+    b0 = kf.student.value.bias.detach().clone()
+    with torch.no_grad():
+        kf.student.value.bias.add_(1.0)
+    hook.loss(kf, fake_batch(obs), kf.forward_sequence(obs))
+    hook.after_update(kf, None)
+    torch.testing.assert_close(hook.theta_old["student.value.bias"], b0 + 0.1)
+    resumed = KnowledgeFlowHook(KFArgs(theta_old="ema"))
+    resumed.load_state_dict(hook.state_dict())
+    torch.testing.assert_close(resumed.theta_old["student.value.bias"], b0 + 0.1)
+    with pytest.raises(ValueError, match="theta_old"):
+        KFArgs.from_dict({"theta_old": "average"})
+
+
+# -- independence, zero teachers, architectures ------------------------------------------------------------
+def test_export_student_is_exact_when_pw_student_is_one():
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(A3CNet((4, 84, 84), 18))
+    links = [{"teacher": 0, "teacher_layer": l, "student_layer": l} for l in ("conv1", "conv2", "fc")]
+    kf = KnowledgeFlowStudent(A3CNet((4, 84, 84), 6), [teacher], links)
+    obs = uint8_obs(3, (4, 84, 84))
+    assert student_independence(kf) == {"conv1": 0.5, "conv2": 0.5, "fc": 0.5, "max": 0.5}
+    with torch.no_grad():
+        for w in kf.w.values():
+            w[1:] = -math.inf                        # softmax -> exactly [1, 0]: 1 * z + 0 * Qz = z
+    student = export_student(kf)
+    assert type(student) is A3CNet
+    assert student_independence(kf) == {"conv1": 0.0, "conv2": 0.0, "fc": 0.0, "max": 0.0}
+    mixed, alone = kf(obs).logits, student(obs).logits
+    assert not torch.equal(mixed, teacher.net(obs).logits[:, :6])
+    assert torch.equal(torch.softmax(mixed, -1), torch.softmax(alone, -1))
+    plain = A3CNet((4, 84, 84), 6)
+    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert student.state_dict().keys() == plain.state_dict().keys()
+    assert sum(p.numel() for p in kf.parameters() if p.requires_grad) > sum(p.numel() for p in plain.parameters())
+
+
+def test_zero_teachers_is_the_plain_student():
+    torch.manual_seed(0)
+    net = A3CNet((4, 84, 84), 6)
+    kf = KnowledgeFlowStudent(net)
+    obs = uint8_obs(2, (4, 84, 84))
+    out, ref = kf(obs), net(obs)
+    assert torch.equal(out.logits, ref.logits) and torch.equal(out.value, ref.value)
+    seq = kf.forward_sequence(obs.reshape(1, 2, 4, 84, 84))
+    assert torch.equal(seq.logits[0], ref.logits)
+    assert kf.pw_table() == {} and float(dependency_loss(kf.pw(), 3)) == 0.0
+    assert student_independence(kf)["max"] == 0.0
+
+
+def test_nature_teacher_into_a3c_student():
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(NatureNet((4, 84, 84), 18))
+    links = [{"teacher": 0, "teacher_layer": "conv1", "student_layer": "conv1"},   # 20x20x32 -> 20x20x16
+             {"teacher": 0, "teacher_layer": "conv3", "student_layer": "conv2"},   # 7x7x64 -> 9x9x32 (resized)
+             {"teacher": 0, "teacher_layer": "fc", "student_layer": "fc"}]         # 512 -> 256
+    kf = KnowledgeFlowStudent(A3CNet((4, 84, 84), 14), [teacher], links)
+    assert [tuple(kf.Q[j][0].weight.shape) for j in ("conv1", "conv2", "fc")] == \
+        [(16, 32, 1, 1), (32, 64, 1, 1), (256, 512)]
+    out = kf.forward_sequence(uint8_obs(4, (4, 84, 84)).reshape(2, 2, 4, 84, 84))
+    assert out.logits.shape == (2, 2, 14) and out.value.shape == (2, 2)
+    out.logits.sum().backward()
+    assert kf.Q["conv2"][0].weight.grad is not None
+    with pytest.raises(ValueError, match="no layer 'conv4'"):
+        KnowledgeFlowStudent(A3CNet((4, 84, 84), 14), [teacher],
+                             [{"teacher": 0, "teacher_layer": "conv4", "student_layer": "conv2"}])
+    with pytest.raises(ValueError, match="conv"):
+        KnowledgeFlowStudent(A3CNet((4, 84, 84), 14), [teacher],
+                             [{"teacher": 0, "teacher_layer": "conv3", "student_layer": "fc"}])
+
+
+def test_finetune_init():
+    torch.manual_seed(0)
+    teacher, student = A3CNet((4, 84, 84), 18), A3CNet((4, 84, 84), 6)
+    with pytest.raises(ValueError, match="new_head=True"):
+        finetune_init(student, teacher, new_head=False)
+    head = student.policy.weight.detach().clone()
+    finetune_init(student, teacher.state_dict(), new_head=True)
+    for a, b in zip(student.layers.parameters(), teacher.layers.parameters()):
+        assert torch.equal(a, b)
+    assert student.policy.weight.shape == (6, 256) and not torch.equal(student.policy.weight, head)
+    same = finetune_init(A3CNet((4, 84, 84), 18), teacher, new_head=False)
+    assert all(torch.equal(a, b) for a, b in zip(same.parameters(), teacher.parameters()))
+
+
+# -- end to end with the shared learner ------------------------------------------------------------------
+def _run(out_dir, stop_after_updates=None, **kw):
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(MinAtarNet((4, 10, 10), 6))          # a frozen random MinAtar net
+    kf = KnowledgeFlowStudent(MinAtarNet((4, 10, 10), 3), [teacher],
+                              [{"teacher": 0, "teacher_layer": l, "student_layer": l} for l in ("conv1", "fc")])
+    hook = KnowledgeFlowHook(KFArgs(lambda1=0.5, lambda2=0.01, theta_old=kw.pop("theta_old", "previous")))
+    args = A2CArgs(game="MinAtar/Breakout", net="minatar", num_envs=4, device="cpu", lr=1e-3,
+                   stats_every=200, log_interval_s=1e9, **kw)
+    return train(args, out_dir, agent=kf, hook=hook, stop_after_updates=stop_after_updates), kf, hook
+
+
+def test_end_to_end_minatar(tmp_path):
+    result, kf, hook = _run(tmp_path, total_steps=2000, checkpoint_every=0)
+    assert result["env_steps"] == 2000
+    rows = list(csv.DictReader(open(tmp_path / "train_stats.csv")))
+    assert {"kf/lambda1", "kf/dep_loss", "kf/kl", "pw/conv1/student", "pw/fc/t0.fc"} <= set(rows[0])
+    assert float(rows[-1]["kf/lambda1"]) > float(rows[0]["kf/lambda1"])
+    assert float(rows[-1]["pw/fc/student"]) > 0.5                 # l_dep pushed p_w(student) up
+    assert 0 < student_independence(kf)["max"] < 0.5
+
+
+def test_resume_is_exact_with_theta_old(tmp_path):
+    _, full, _ = _run(tmp_path / "a", total_steps=400, checkpoint_every=200, theta_old="ema")
+    _run(tmp_path / "b", total_steps=400, checkpoint_every=200, theta_old="ema", stop_after_updates=15)
+    _, resumed, _ = _run(tmp_path / "b", total_steps=400, checkpoint_every=200, theta_old="ema")
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
