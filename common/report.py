@@ -1,0 +1,216 @@
+"""Reported numbers, paper-vs-ours comparison tables, learning-curve figures and markdown report pages.
+
+Reported numbers are data: ``papers/<paper>/reported.csv`` with columns ``table,row,column,value,source``.
+``value`` is a number, an approximate read from a plot (``~1700``) or a missing marker (``n/a``);
+``source`` says where and how it was read. Every write here is atomic (temp file beside the target, then
+``os.replace``), so a crash never leaves a half-written table, figure or page under its final name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from common.io import atomic_path
+from common.stats import top_k
+
+REPORTED_COLUMNS = ("table", "row", "column", "value", "source")
+MISSING_MARKERS = {"", "n/a", "na", "nan", "-", "—", "–"}
+APPROX_MARKERS = ("~", "〜", "≈")
+NOT_RUN = "not run"
+
+
+# ---------------------------------------------------------------------------------- reported numbers
+def load_reported(path) -> pd.DataFrame:
+    """Read a paper's reported.csv; adds value_num (float, NaN for n/a) and approx (value read as "~x")."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if tuple(df.columns) != REPORTED_COLUMNS:
+        missing = [c for c in REPORTED_COLUMNS if c not in df.columns]
+        extra = [c for c in df.columns if c not in REPORTED_COLUMNS]
+        raise ValueError(f"{path}: columns must be {','.join(REPORTED_COLUMNS)} in that order; "
+                         f"missing {missing}, unexpected {extra}, found {list(df.columns)}")
+    nums, approx = [], []
+    for i, v in enumerate(df["value"].str.strip()):
+        is_approx = v.startswith(APPROX_MARKERS)
+        text = v.lstrip("".join(APPROX_MARKERS)).strip().replace(",", "")
+        if text.lower() in MISSING_MARKERS:
+            nums.append(np.nan)
+        else:
+            try:
+                nums.append(float(text))
+            except ValueError:
+                raise ValueError(f"{path}, data line {i + 1}: value '{v}' is neither a number, '~number' nor "
+                                 f"'n/a'; fix the CSV (free text belongs in the 'source' column)") from None
+        approx.append(is_approx)
+    return df.assign(value_num=nums, approx=approx)
+
+
+def comparison_table(ours: pd.DataFrame, reported: pd.DataFrame, table: str, row_col: str = "game",
+                     column_map: dict[str, str] | None = None, method_col: str = "method") -> pd.DataFrame:
+    """Paper vs ours for one reported table: one row per (paper row, paper column); unrun rows say "not run"."""
+    # column_map: {reported column (paper's method name) -> our value of `method_col`}; ours is stats.summarise
+    # output. ratio = ours_topk / paper (NaN where the paper has no number or 0). Order: the paper's rows
+    # first, as in the paper, then rows we ran that the paper does not report (paper = NaN).
+    rep = reported[reported["table"] == table]
+    if rep.empty:
+        raise ValueError(f"comparison_table: no reported rows for table '{table}'; "
+                         f"tables present: {sorted(reported['table'].unique())}")
+    column_map = column_map or {c: c for c in rep["column"].unique()}
+    if not {method_col, row_col} <= set(ours.columns):
+        raise ValueError(f"comparison_table: ours needs columns '{method_col}' and '{row_col}', has {list(ours.columns)}")
+    if ours.duplicated([method_col, row_col]).any():
+        raise ValueError(f"comparison_table: ours has several rows per ({method_col}, {row_col}); "
+                         f"summarise over exactly those columns")
+    mine = ours.set_index([method_col, row_col])
+    out = []
+    for paper_col, method in column_map.items():
+        r = rep[rep["column"] == paper_col]
+        rows = list(dict.fromkeys(r["row"]))
+        ran = [g for g in ours.loc[ours[method_col] == method, row_col] if g not in rows]
+        for row in rows + ran:
+            hit = r[r["row"] == row]
+            paper = float(hit["value_num"].iloc[0]) if len(hit) else np.nan
+            rec = dict(row=row, column=paper_col, method=method, paper=paper,
+                       paper_approx=bool(hit["approx"].iloc[0]) if len(hit) else False)
+            if (method, row) in mine.index:
+                s = mine.loc[(method, row)]
+                rec.update(ours_topk=s["topk_mean"], ours_iqm=s["iqm"],
+                           ours_iqm_ci=f"[{_fmt(s['iqm_low'])}, {_fmt(s['iqm_high'])}]", n_seeds=int(s["n_seeds"]),
+                           ratio=s["topk_mean"] / paper if np.isfinite(paper) and paper != 0 else np.nan)
+            else:
+                rec.update(ours_topk=NOT_RUN, ours_iqm=NOT_RUN, ours_iqm_ci=NOT_RUN, n_seeds=0, ratio=np.nan)
+            out.append(rec)
+    cols = ["row", "column", "method", "paper", "paper_approx", "ours_topk", "ours_iqm", "ours_iqm_ci",
+            "n_seeds", "ratio"]
+    return pd.DataFrame(out, columns=cols)
+
+
+# ------------------------------------------------------------------------------------------- markdown
+def _fmt(x, digits: int = 4) -> str:
+    """Number to text: `digits` significant digits in fixed notation (Atari scores never in 1e+04 form)."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else ""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if not np.isfinite(x):
+            return "n/a" if np.isnan(x) else str(x)
+        if x == 0:
+            return "0"
+        return f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame, caption: str, digits: int = 4) -> str:
+    """A markdown (GFM) table with a caption line above it; numbers right-aligned, NaN shown as n/a."""
+    head = "| " + " | ".join(_fmt(str(c)) for c in df.columns) + " |"
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+    body = ["| " + " | ".join(_fmt(v, digits) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([f"**{caption}**", "", head, rule, *body]) + "\n"
+
+
+# -------------------------------------------------------------------------------------------- figures
+def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps", ylabel: str = "game score",
+                topk: int | None = None, n_boot: int = 1000) -> Path:
+    """Mean learning curve per group with a 95% bootstrap CI band over seeds; a top-k panel if `topk` is given."""
+    # curves: columns group, seed, env_steps, score on a common env_steps grid (stats.curve_to_grid).
+    # Band: seaborn's 95% percentile-bootstrap CI of the mean over seeds at each step (n_boot resamples,
+    # seed 0). Top-k panel: seeds ranked per group by final score (the last non-NaN score of each seed,
+    # ties to the lower seed, stats.top_k), mean of the best k drawn without a band: the paper protocol.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_seeds = curves.groupby("group")["seed"].nunique()
+    seeds_txt = f"{n_seeds.min()}" if n_seeds.min() == n_seeds.max() else f"{n_seeds.min()}-{n_seeds.max()}"
+    fig = Figure(figsize=(12 if topk else 6.5, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if topk else 1, sharey=True, squeeze=False)[0]
+    order = sorted(curves["group"].unique(), key=str)
+    kw = dict(x="env_steps", y="score", hue="group", hue_order=order)
+    sns.lineplot(data=curves, errorbar=("ci", 95), n_boot=n_boot, seed=0, ax=axes[0], **kw)
+    axes[0].set_title(f"all seeds ({seeds_txt}): mean, 95% bootstrap CI")
+    if topk:
+        final = (curves.dropna(subset=["score"]).sort_values("env_steps", kind="mergesort")
+                 .groupby(["group", "seed"], as_index=False).last())
+        best = top_k(final, topk, score="score", by=("group",))[["group", "seed"]]
+        sns.lineplot(data=curves.merge(best, on=["group", "seed"]), errorbar=None, ax=axes[1], **kw)
+        axes[1].set_title(f"top {topk} of {seeds_txt} seeds by final score (paper protocol): mean")
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    tmp = path.with_name(path.name + ".part.png")  # keeps .png so savefig picks the format
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the report
+def git_commit() -> str:
+    """Short hash of HEAD (+"-dirty" if tracked files changed); "uncommitted" with no commits, "unknown" without git."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+
+    try:
+        if git("rev-parse", "--git-dir").returncode != 0:
+            return "unknown"
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "uncommitted"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_description() -> str:
+    """One line: CPU cores, OS/platform, python, torch version and GPU name (if any)."""
+    parts = [f"{os.cpu_count()} CPU cores", platform.platform(), f"python {platform.python_version()}"]
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+        parts.append(f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU")
+    except ImportError:
+        parts.append("torch not installed")
+    return ", ".join(parts)
+
+
+def write_report_page(path, title: str, meta: dict, sections: list[tuple[str, str, list]]) -> Path:
+    """Write a markdown report page (meta list, then sections with text and relatively linked images)."""
+    # meta: command, commit, tier, budget, machine, date; commit, machine and date are filled in if absent
+    path = Path(path)
+    meta = {"commit": git_commit(), "machine": machine_description(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **meta}
+    order = ["command", "commit", "tier", "budget", "machine", "date"]
+    keys = [k for k in order if k in meta] + [k for k in meta if k not in order]
+    lines = [f"# {title}", ""]
+    lines += [f"- **{k}**: `{meta[k]}`" if k == "command" else f"- **{k}**: {meta[k]}" for k in keys]
+    for heading, text, images in sections:
+        lines += ["", f"## {heading}", ""]
+        if text:
+            lines += [text.rstrip(), ""]
+        for img in images or []:
+            rel = Path(os.path.relpath(Path(img).resolve(), path.resolve().parent)).as_posix()
+            lines += [f"![{Path(img).stem}]({rel})", ""]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines).rstrip() + "\n")
+    return path
