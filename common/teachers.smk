@@ -13,6 +13,7 @@ rule teacher:
         steps=lambda wc: 0 if wc.kind == "untrained" else config["teachers"]["steps"][wc.kind],
         body=config["teachers"].get("body", "a3c"),
         episodes=config["teachers"].get("eval", {}).get("episodes", 10),
+        hyperparams=f"{workflow.basedir}/config/teachers.yml",
     log:
         "logs/{tier}/teachers/{algo}_{game}_{kind}_seed{seed}.log",
     benchmark:
@@ -24,4 +25,4 @@ rule teacher:
     shell:
         "{PY} -m common.zoo train --algo {wildcards.algo} --game {wildcards.game} --seed {wildcards.seed}"
         " --kind {wildcards.kind} --steps {params.steps} --body {params.body} --threads {threads}"
-        " --eval-episodes {params.episodes} --out $(dirname {output.model}) 2> {log}"
+        " --eval-episodes {params.episodes} --hyperparams {params.hyperparams} --out $(dirname {output.model}) 2> {log}"
