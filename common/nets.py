@@ -70,7 +70,10 @@ class LayeredNet(nn.Module):
     # -- the split Knowledge Flow needs -------------------------------------------------------------
     def input(self, obs: torch.Tensor) -> torch.Tensor:
         # channels-last halves the CPU cost of the conv backward pass (scripts/bench_learner.py)
-        return obs.to(torch.float32).mul_(self.obs_scale).contiguous(memory_format=torch.channels_last)
+        # (converting the uint8 frames before the float cast moves a quarter of the bytes)
+        if obs.dim() == 4:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        return obs.to(torch.float32).mul_(self.obs_scale)
 
     def preact(self, i: int, h: torch.Tensor) -> torch.Tensor:
         """z_i from h_{i-1} (flattening before the first fully connected layer)."""

@@ -22,11 +22,24 @@ import numpy as np
 import torch
 
 
+def _sb3_env_id(game):
+    """A callable env id for make_atari_env that registers ale-py's ids in whichever process runs it."""
+
+    def make(**kwargs):
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        return gym.make(f"{game}NoFrameskip-v4", **kwargs)
+
+    return make
+
+
 def bench_env_sb3(game, n, steps, subproc):
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
 
-    env = VecFrameStack(make_atari_env(f"{game}NoFrameskip-v4", n_envs=n, seed=0,
+    env = VecFrameStack(make_atari_env(_sb3_env_id(game), n_envs=n, seed=0,
                                        vec_env_cls=SubprocVecEnv if subproc else None), 4)
     env.reset()
     acts = np.random.default_rng(0).integers(0, env.action_space.n, (steps // n, n))
@@ -85,7 +98,7 @@ def bench_sb3_a2c(game, steps, on_ours):
 
         env = SB3VecEnv(make_vec_env(game, 16))
     else:
-        env = VecFrameStack(make_atari_env(f"{game}NoFrameskip-v4", n_envs=16, seed=0), 4)
+        env = VecFrameStack(make_atari_env(_sb3_env_id(game), n_envs=16, seed=0), 4)
     model = A2C("CnnPolicy", env, n_steps=5, learning_rate=7e-4, ent_coef=0.01, vf_coef=0.5, seed=0, device="cpu",
                 policy_kwargs=dict(features_extractor_class=A3CBody, net_arch=[],
                                    optimizer_class=torch.optim.Adam, optimizer_kwargs=dict(eps=1e-5)))
