@@ -17,6 +17,13 @@ COMMANDS = {"default": "snakemake --cores 16 all",
             "paper": "snakemake --workflow-profile profiles/slurm all --configfile config/paper.yaml"}
 
 
+def command(tier: str) -> str:
+    """The command that builds this tier (a recorded run has its config under config/recorded/)."""
+    if tier in COMMANDS:
+        return COMMANDS[tier]
+    return f"snakemake --cores 2 all --configfile config/recorded/{tier}.yaml"
+
+
 def teacher_table(paths: list[str]) -> str:
     rows = []
     for p in paths:
@@ -57,7 +64,7 @@ def main(argv=None):
          "the Generative Adversarial Simulator have open issues; their tables are not produced yet.", []),
     ]
     write_report_page(a.out, f"Knowledge transfer in deep RL: reproduction report ({a.tier} tier)",
-                      {"command": COMMANDS.get(a.tier, "snakemake all"), "tier": a.tier, "budget": budget},
+                      {"command": command(a.tier), "tier": a.tier, "budget": budget},
                       sections)
 
 
