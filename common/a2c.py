@@ -171,24 +171,39 @@ def env_seed(seed: int, boundary: int) -> int:
 
 
 class Progress:
-    """Progress lines for long runs (to stderr, which Snakemake sends to the job's log)."""
+    """Progress of a long run: a tqdm bar on a terminal, else a line every `interval` s (for job logs)."""
 
     def __init__(self, total: int, label: str, interval: float):
         self.total, self.label, self.interval = total, label, interval
         self.t0 = time.time()
         self.last = 0.0
         self.start_step = None
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="step", unit_scale=True, file=sys.stderr)
 
     def update(self, step: int, recent: list[float], force: bool = False):
         now = time.time()
         if self.start_step is None:
             self.start_step = step
+            if self.bar is not None:
+                self.bar.update(step - self.bar.n)
+        score = f"{np.mean(recent[-10:]):.1f}" if recent else "n/a"
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            if force or now - self.last >= 1.0:
+                self.last = now
+                self.bar.set_postfix_str(f"score(last 10) {score}")
+            if step >= self.total:
+                self.bar.close()
+            return
         if not force and now - self.last < self.interval:
             return
         self.last = now
         rate = (step - self.start_step) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float("inf")
-        score = f"{np.mean(recent[-10:]):.1f}" if recent else "n/a"
         eta_s = f"{eta / 60:.1f} min" if math.isfinite(eta) else "?"
         print(f"[{self.label}] {step:,}/{self.total:,} steps ({100 * step / self.total:.0f}%) | "
               f"{rate:,.0f} steps/s | ETA {eta_s} | mean score (last 10 games) {score}",
