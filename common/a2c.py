@@ -140,6 +140,10 @@ class Hook:
         """Called after each optimiser step (e.g. refresh theta_old, step a side optimiser)."""
         return {}
 
+    def final(self, agent: nn.Module) -> dict:
+        """Written to <out>/final.json when training ends (before curve.csv marks the run finished)."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 
@@ -411,6 +415,9 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
     progress.update(n_updates * per_update, recent, force=True)
     # an agent with teacher modules (Knowledge Flow) exports its independent student here
     save_policy(out / "model.pt", agent.export_policy() if hasattr(agent, "export_policy") else agent, args, env)
+    final = hook.final(agent)
+    if final:  # e.g. Knowledge Flow: how far p_w(student) is from 1 at the end
+        write_json(out / "final.json", final)
     os.replace(stats_tmp, out / "train_stats.csv")
     os.replace(curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
     ckpt_path.unlink(missing_ok=True)
@@ -434,12 +441,14 @@ def main(argv=None):
 
     import yaml
 
+    from common.cli import parse_mapping
+
     ap = argparse.ArgumentParser(description="Train one A2C run (the A3C baseline when no hook is given).")
     ap.add_argument("--out", required=True, help="run directory (checkpoint, curve.csv, model.pt)")
     ap.add_argument("--args", default="{}", help="A2CArgs fields as YAML/JSON")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
     a = ap.parse_args(argv)
-    d = yaml.safe_load(a.args) or {}
+    d = parse_mapping(a.args)
     for kv in a.set:
         k, _, v = kv.partition("=")
         d[k] = yaml.safe_load(v)

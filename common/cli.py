@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -18,3 +19,24 @@ def run(main, argv=None) -> None:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def parse_mapping(text: str, what: str = "--args") -> dict:
+    """A mapping given on the command line as JSON (what the pipeline writes) or YAML (what people type).
+
+    JSON is tried first: YAML 1.1 reads JSON's ``1e-05`` as a *string*, which would reach the learner as
+    a learning rate of '1e-05'.
+    """
+    import yaml
+
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{what}: neither JSON nor YAML ({e})") from None
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a mapping such as '{{game: Pong, seed: 0}}', got {text!r}")
+    return d

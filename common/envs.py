@@ -69,6 +69,13 @@ def dataclass_from_dict(cls, d: dict, where: str):
         hints = [f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
                  for k in unknown]
         raise KeyError(f"unknown key(s) in {where}: {', '.join(hints)}. Valid keys: {', '.join(sorted(names))}")
+    types = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+    for f in cls.__dataclass_fields__.values():
+        ok = types.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        v = d.get(f.name)
+        if ok and f.name in d and (not isinstance(v, ok) or (f.type != "bool" and isinstance(v, bool))):
+            raise ValueError(f"{where}: '{f.name}' must be of type {f.type}, got {v!r} ({type(v).__name__}); "
+                             "write numbers without quotes (YAML reads 1e-5 as text: write 1.0e-5)")
     return cls(**d)
 
 

@@ -104,9 +104,8 @@ def evaluate(agent: torch.nn.Module, game: str, protocol: EvalProtocol, seed: in
 
 
 def main(argv=None):
-    import yaml
-
     from common.a2c import load_policy
+    from common.cli import parse_mapping
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", required=True, help="policy file written by training (model.pt)")
@@ -117,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    proto = EvalProtocol.from_dict(yaml.safe_load(a.protocol))
+    proto = EvalProtocol.from_dict(parse_mapping(a.protocol, '--protocol'))
     res = evaluate(load_policy(a.policy), a.game, proto, a.seed)
     res["policy"] = a.policy
     write_json(a.out, res)

@@ -554,6 +554,27 @@ class Teacher(nn.Module):
     def forward(self, obs) -> torch.Tensor:
         return self.logits(obs)
 
+    def as_net(self) -> LayeredNet:
+        """The teacher as one of our own nets with the same weights (a trainable copy, for fine-tuning).
+
+        Actor-critic teachers only: body layers -> ``layers``, ``action_net`` -> ``policy``,
+        ``value_net`` -> ``value`` (our zoo builds them with ``net_arch=[]``, heads on the body). The copy
+        computes the same action distribution as the teacher (tests/test_zoo.py checks it).
+        """
+        if self.is_dqn:
+            raise TypeError("as_net: a DQN teacher has no policy/value heads to fine-tune from; fine-tune from "
+                            "a PPO or A2C teacher (config teachers.algo)")
+        p = self.policy
+        if any(True for _ in p.mlp_extractor.parameters()):
+            raise ValueError("as_net: this teacher has hidden MLP layers between body and heads (net_arch != []); "
+                             "only zoo teachers built by common.zoo.make_model can be converted")
+        net = self.body.net_class(self.obs_shape, self.n_actions)
+        sd = {f"layers.{k}": v for k, v in self.body.layers.state_dict().items()}
+        sd.update({f"policy.{k}": v for k, v in p.action_net.state_dict().items()})
+        sd.update({f"value.{k}": v for k, v in p.value_net.state_dict().items()})
+        net.load_state_dict({k: v.detach().clone().cpu() for k, v in sd.items()})
+        return net
+
 
 def _train_command(d: Path, meta: dict) -> str:
     """The command that (re)creates teacher dir `d`, from its config or from the zoo path layout."""

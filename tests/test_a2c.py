@@ -107,6 +107,20 @@ def test_bad_args_name_the_key():
         A2CArgs.from_dict({"total_step": 10})
     with pytest.raises(KeyError, match="protocol"):
         A2CArgs.from_dict({"protocol": {"noop": 3}})
+    with pytest.raises(ValueError, match="'lr' must be of type float, got '1e-5'"):
+        A2CArgs.from_dict({"lr": "1e-5"})         # what YAML makes of 1e-5
+    with pytest.raises(ValueError, match="'num_envs' must be of type int"):
+        A2CArgs.from_dict({"num_envs": True})
+
+
+def test_cli_mapping_reads_json_floats_as_numbers():
+    from common.cli import parse_mapping
+
+    assert parse_mapping('{"lr": 1e-05}') == {"lr": 1e-05}   # YAML 1.1 alone would give the string '1e-05'
+    assert parse_mapping("{game: Pong, seed: 3}") == {"game": "Pong", "seed": 3}
+    assert parse_mapping("") == {}
+    with pytest.raises(ValueError, match="must be a mapping"):
+        parse_mapping("[1, 2]")
 
 
 def test_learns_minatar_breakout(tmp_path):

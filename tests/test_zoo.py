@@ -126,6 +126,20 @@ def test_ppo_teacher_files_and_logits(ppo_dir):
     assert not teacher.training and not teacher.policy.training
 
 
+def test_teacher_as_net_acts_like_the_teacher(ppo_dir):
+    teacher = load_teacher(ppo_dir)
+    net = teacher.as_net()
+    assert isinstance(net, MinAtarNet) and all(p.requires_grad for p in net.parameters())
+    obs = torch.as_tensor(rollout_obs())
+    with torch.no_grad():
+        out = net(obs)
+        # same action distribution (SB3 keeps normalised logits) and the same value
+        torch.testing.assert_close(torch.log_softmax(out.logits, -1), teacher.logits(obs))
+        torch.testing.assert_close(out.value, teacher.value(obs))
+    net.layers[0].weight.data.zero_()  # a copy: training it leaves the teacher untouched
+    assert teacher.body.layers[0].weight.abs().sum() > 0
+
+
 def test_cli_eval_and_untrained(tmp_path, capsys, ppo_dir):
     main(["eval", "--path", str(ppo_dir)])
     assert json.loads(capsys.readouterr().out)["episodes"] == 3

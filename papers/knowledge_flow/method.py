@@ -114,7 +114,8 @@ class KnowledgeFlowStudent(nn.Module):
 
     recurrent = False
 
-    def __init__(self, student: LayeredNet, teachers: list[nn.Module] = (), links: list[dict] = ()):
+    def __init__(self, student: LayeredNet, teachers: list[nn.Module] = (), links: list[dict] = (),
+                 example_obs: torch.Tensor | None = None):
         super().__init__()
         self.student = student
         self.teachers = nn.ModuleList(teachers)
@@ -128,8 +129,10 @@ class KnowledgeFlowStudent(nn.Module):
         self.layer_names = tuple(student.layer_names)
         self.obs_shape, self.n_actions = student.obs_shape, student.n_actions
         # shapes of every student and teacher pre-activation, from one dry forward on a blank frame
+        # (or on `example_obs`, e.g. a float image batch of a supervised student, supervised.py)
         dev = next(student.parameters()).device
-        blank = torch.zeros((1, *student.obs_shape), dtype=torch.uint8, device=dev)
+        blank = (torch.zeros((1, *student.obs_shape), dtype=torch.uint8, device=dev) if example_obs is None
+                 else example_obs[:1].to(dev))
         with torch.no_grad():
             s_shapes = [z.shape[1:] for z in student.forward_preacts(blank).extra["preacts"]]
             t_shapes = [[z.shape[1:] for z in teacher_preacts(t, blank)] for t in self.teachers]
@@ -318,6 +321,11 @@ class KnowledgeFlowHook(Hook):
             self.theta_old = self._theta_now
         self._theta_now = None
         return {}
+
+    def final(self, agent: KnowledgeFlowStudent) -> dict:
+        """final.json: the remaining dependence 1 - p_w^j(student) per layer and every final p_w."""
+        return {"independence": student_independence(agent), "pw": agent.pw_table(),
+                "lambda1": self.args.lambda1, "lambda2": self.args.lambda2, "theta_old": self.args.theta_old}
 
     def state_dict(self) -> dict:
         return {"theta_old": self.theta_old}

@@ -1,0 +1,87 @@
+"""Knowledge Flow runs through the CLI (papers/knowledge_flow/train.py) with real zoo teachers."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from common.a2c import load_policy
+from common.nets import A3CNet, MinAtarNet, NatureNet
+from common.zoo import load_teacher, train_teacher
+from papers.knowledge_flow.train import RunArgs, auto_links, main
+
+GAME = "MinAtar/Breakout"
+A2C = {"game": GAME, "net": "minatar", "num_envs": 4, "total_steps": 800, "device": "cpu",
+       "checkpoint_every": 0, "stats_every": 200, "log_interval_s": 1e9, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    trained, untrained = root / "ppo" / "expert", root / "ppo" / "untrained"
+    train_teacher("ppo", GAME, 0, "expert", 500, trained, overrides={"n_envs": 2, "n_steps": 64, "batch_size": 64},
+                  eval_episodes=1)
+    train_teacher("ppo", GAME, 1, "untrained", 0, untrained, overrides={"n_envs": 2}, eval_episodes=1)
+    return str(trained), str(untrained)
+
+
+def test_auto_links_same_and_nature_architecture():
+    a3c = A3CNet((4, 84, 84), 4)
+    assert auto_links([a3c], a3c.layer_names) == [
+        {"teacher": 0, "teacher_layer": n, "student_layer": n} for n in ("conv1", "conv2", "fc")]
+    nature = NatureNet((4, 84, 84), 4)
+    got = {(d["teacher"], d["teacher_layer"], d["student_layer"]) for d in auto_links([a3c, nature], a3c.layer_names)}
+    assert {(1, "conv1", "conv1"), (1, "conv3", "conv2"), (1, "fc", "fc")} <= got and len(got) == 6
+    with pytest.raises(ValueError, match="no default map"):
+        auto_links([MinAtarNet((4, 10, 10), 3)], a3c.layer_names)
+
+
+def test_bad_run_args_are_named():
+    with pytest.raises(KeyError, match="lambda_1.*did you mean 'lambda1'"):
+        RunArgs.from_dict({"kf": {"lambda_1": 0.1, "teachers": ["x"]}, "a2c": {}})
+    with pytest.raises(ValueError, match="finetune_from"):
+        RunArgs.from_dict({"method": "finetune", "a2c": {}})
+    with pytest.raises(ValueError, match="method kf needs kf.teachers"):
+        RunArgs.from_dict({"method": "kf", "a2c": {}})
+    with pytest.raises(ValueError, match="method must be one of"):
+        RunArgs.from_dict({"method": "distral"})
+
+
+def test_kf_run_two_teachers(tmp_path, teachers):
+    args = {"method": "kf", "a2c": A2C, "kf": {"lambda1": 0.5, "lambda2": 0.01, "teachers": list(teachers)}}
+    main(["--out", str(tmp_path), "--args", json.dumps(args)])
+    final = json.loads((tmp_path / "final.json").read_text())
+    # candidates per student layer: student + both teachers; p_w sums to 1
+    for layer in ("conv1", "fc"):
+        pw = [final["pw"][f"pw/{layer}/{c}"] for c in ("student", "t0.conv1" if layer == "conv1" else "t0.fc",
+                                                        "t1.conv1" if layer == "conv1" else "t1.fc")]
+        assert sum(pw) == pytest.approx(1.0, abs=1e-6)
+        assert final["independence"][layer] == pytest.approx(1 - pw[0], abs=1e-6)
+    assert final["independence"]["max"] == max(final["independence"][l] for l in ("conv1", "fc"))
+    assert final["lambda1"] == 0.5 and final["lambda2"] == 0.01
+    rows = list(csv.DictReader(open(tmp_path / "train_stats.csv")))
+    assert len(rows) == 4 and "pw/fc/t1.fc" in rows[0]                # p_w over training (Fig. 1c / 7)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["method"] == "kf" and len(run["links"]) == 4
+    # the saved model is the independent student: a plain MinAtar net, no teacher, Q or w
+    net = load_policy(tmp_path / "model.pt")
+    assert isinstance(net, MinAtarNet)
+    assert not any(k.startswith(("teachers", "Q", "w")) for k in net.state_dict())
+
+
+def test_finetune_starts_from_the_teacher(tmp_path, teachers):
+    a2c = dict(A2C, total_steps=20, num_envs=4, n_steps=5, lr=1e-12, lr_decay=False)  # one update, ~no change
+    args = {"method": "finetune", "a2c": a2c, "finetune_from": teachers[0]}
+    main(["--out", str(tmp_path), "--args", json.dumps(args)])
+    net, teacher = load_policy(tmp_path / "model.pt"), load_teacher(teachers[0]).as_net()
+    for (k, a), b in zip(net.state_dict().items(), teacher.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)    # same action set: heads kept
+    assert json.loads((tmp_path / "run.json").read_text())["new_head"] is False
+
+
+def test_missing_teacher_is_a_clear_error(tmp_path):
+    args = {"method": "kf", "a2c": A2C, "kf": {"teachers": [str(tmp_path / "ppo/MinAtar-Breakout/expert/seed0")]}}
+    with pytest.raises(FileNotFoundError, match="train it with"):
+        main(["--out", str(tmp_path / "run"), "--args", json.dumps(args)])
+    assert not (tmp_path / "run" / "curve.csv").exists()
