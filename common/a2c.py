@@ -291,7 +291,7 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
 
     curve_f = open(curve_tmp, "a", newline="")
     curve_w = csv.writer(curve_f)
-    if curve_rows == 0:
+    if curve_f.tell() == 0:  # a new file (a resume with 0 episodes so far already has its header)
         curve_w.writerow(CURVE_FIELDS)
     stats_f = open(stats_tmp, "a", newline="")
     stats_w, stats_keys = None, None

@@ -14,7 +14,12 @@ def check_config(config: dict) -> None:
     kf = config["knowledge_flow"]
     A2CArgs.from_dict(kf["a2c"])
     EvalProtocol.from_dict(kf.get("eval"))
-    for g in list(kf["games"]) + list(kf.get("teacher_games", [])):
+    from papers.knowledge_flow import plan as kf_plan
+    from papers.knowledge_flow.method import KFArgs
+
+    kf_plan.check(config)
+    KFArgs.from_dict({k: v for k, v in kf.get("kf", {}).items() if k != "links"})
+    for g in list(kf["games"]) + list(kf.get("table2", {})) + kf_plan.all_teacher_games(config):
         if g.startswith("MinAtar/"):
             make_vec_env(g, 1).close()
         else:

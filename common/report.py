@@ -161,6 +161,43 @@ def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps
     return path
 
 
+def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue: str, x: str = "env_steps",
+                y: str = "score", xlabel: str = "env steps", ylabel: str = "game score", ncols: int = 3,
+                n_boot: int = 1000, sharey: bool = False) -> Path:
+    """One panel per value of `facet` (a column, or columns joined by ' / '), a mean line per `hue` with a
+    95% bootstrap band over the rows at each x (seeds), seaborn style; written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = df.copy()
+    cols = [facet] if isinstance(facet, str) else list(facet)
+    df["_facet"] = df[cols].astype(str).agg(" / ".join, axis=1)
+    panels = list(dict.fromkeys(df.sort_values(cols, kind="mergesort")["_facet"]))
+    nrows = math.ceil(len(panels) / ncols)
+    ncols = min(ncols, len(panels))
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel()
+    order = sorted(df[hue].unique(), key=str)
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    for ax, panel in zip(axes, panels):
+        sns.lineplot(data=df[df["_facet"] == panel], x=x, y=y, hue=hue, hue_order=order, palette=palette,
+                     errorbar=("ci", 95), n_boot=n_boot, seed=0, ax=ax, legend=ax is axes[0])
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    tmp = path.with_name(path.name + ".part.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 # ------------------------------------------------------------------------------------------ the report
 def git_commit() -> str:
     """Short hash of HEAD (+"-dirty" if tracked files changed); "uncommitted" with no commits, "unknown" without git."""

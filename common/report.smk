@@ -4,11 +4,11 @@
 
 rule report:
     input:
-        kf_table2=rules.kf_table2_baseline.output.md,
-        kf_fig=rules.kf_table2_baseline.output.fig,
-        teachers=expand("teachers/{tier}/{algo}/{game}/expert/seed{seed}/eval.json", tier=TIER,
-                        algo=config["teachers"]["algo"], game=config["knowledge_flow"].get("teacher_games", []),
-                        seed=config["teachers"].get("seed", 0)),
+        kf_table2=rules.kf_table2.output.md,
+        kf_independence=rules.kf_table2.output.independence,
+        kf_fig=rules.kf_table2.output.fig,
+        kf_pw_fig=rules.kf_table2.output.pw_fig,
+        teachers=[f"{kf_plan.teacher_dir(config, TIER, g)}/eval.json" for g in kf_plan.all_teacher_games(config)],
     output:
         f"results/{TIER}/report/index.md",
     log:
@@ -19,4 +19,5 @@ rule report:
         config=lambda wc: __import__("json").dumps(config),
     shell:
         "{PY} -m common.build_report --tier {TIER} --out {output} --config '{params.config}'"
-        " --kf-table2 {input.kf_table2} --kf-fig {input.kf_fig} --teachers {input.teachers} 2> {log}"
+        " --kf-table2 {input.kf_table2} --kf-independence {input.kf_independence} --kf-figs {input.kf_fig}"
+        " {input.kf_pw_fig} --teachers {input.teachers} 2> {log}"

@@ -131,3 +131,12 @@ def test_learns_minatar_breakout(tmp_path):
     c = pd.read_csv(tmp_path / "curve.csv")
     first, last = c.episode_return.head(100).mean(), c.episode_return.tail(100).mean()
     assert last > max(2.0, 2 * first), (first, last)
+
+
+def test_resume_before_any_episode_keeps_one_header(tmp_path):
+    # checkpoint at update 2 (40 steps), before any game has ended; kill at update 3; resume
+    args = A2CArgs(**{**SMALL, "total_steps": 120, "checkpoint_every": 40}, seed=2)
+    train(args, tmp_path, stop_after_updates=3)
+    train(args, tmp_path)
+    lines = (tmp_path / "curve.csv").read_text().splitlines()
+    assert lines[0].startswith("env_steps") and not any(l.startswith("env_steps") for l in lines[1:])

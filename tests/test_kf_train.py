@@ -85,3 +85,36 @@ def test_missing_teacher_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train it with"):
         main(["--out", str(tmp_path / "run"), "--args", json.dumps(args)])
     assert not (tmp_path / "run" / "curve.csv").exists()
+
+
+def test_plan_table2_runs_and_args():
+    import yaml
+
+    from papers.knowledge_flow import plan
+    from papers.knowledge_flow.method import sample_lambdas
+
+    cfg = yaml.safe_load(open("config/default.yaml"))
+    # the paper's Table 2 teachers: 10 experts of their own games
+    assert plan.all_teacher_games(cfg) == ["Alien", "BankHeist", "Breakout", "ChopperCommand", "Hero",
+                                           "KungFuMaster", "MsPacman", "Pong", "Seaquest", "SpaceInvaders"]
+    cells = plan.runs(cfg)
+    assert len(cells) == 6 * 4 and ("finetune", "Alien") in cells and ("baseline", "Seaquest") in cells
+    a = json.loads(plan.run_args(cfg, "default", "kf_non_expert", "KungFuMaster", 7, 1, "cpu"))
+    assert a["method"] == "kf" and a["a2c"]["seed"] == 7 and a["a2c"]["game"] == "KungFuMaster"
+    assert a["kf"]["teachers"] == ["teachers/default/ppo/Seaquest/expert/seed0", "teachers/default/ppo/Hero/expert/seed0"]
+    assert (a["kf"]["lambda1"], a["kf"]["lambda2"]) == sample_lambdas(7, [0.05, 0.1, 0.5], [0.001, 0.01, 0.05])
+    f = json.loads(plan.run_args(cfg, "default", "finetune", "Alien", 0, 1, "cpu"))
+    assert f == {"method": "finetune", "a2c": f["a2c"], "finetune_from": "teachers/default/ppo/BankHeist/expert/seed0"}
+    assert "kf" not in json.loads(plan.run_args(cfg, "default", "baseline", "Alien", 0, 1, "cpu"))
+    cfg["knowledge_flow"]["table2"]["Alien"].pop("finetune")
+    with pytest.raises(KeyError, match="table2.Alien lacks"):
+        plan.check(cfg)
+
+
+def test_sampled_lambdas_cover_the_grid_and_are_seeded():
+    from papers.knowledge_flow.method import sample_lambdas
+
+    draws = [sample_lambdas(s, [0.05, 0.1, 0.5], [0.001, 0.01, 0.05]) for s in range(200)]
+    assert draws == [sample_lambdas(s, [0.05, 0.1, 0.5], [0.001, 0.01, 0.05]) for s in range(200)]
+    assert {d[0] for d in draws} == {0.05, 0.1, 0.5} and {d[1] for d in draws} == {0.001, 0.01, 0.05}
+    assert len(set(draws)) == 9   # every pair of the 3 x 3 grid occurs

@@ -21,7 +21,7 @@ def snake(*args, cwd=ROOT, check=True):
 @pytest.mark.parametrize("tier", ["smoke", "default", "paper"])
 def test_dry_run_every_tier(tier, tmp_path):
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / f"config/{tier}.yaml"), "--directory", str(tmp_path))
-    assert "kf_baseline_train" in r.stdout and "report" in r.stdout
+    assert "kf_train" in r.stdout and "kf_table2" in r.stdout and "report" in r.stdout
 
 
 def test_dry_run_slurm_profile(tmp_path):
@@ -49,11 +49,21 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     snake("--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"), "--directory", str(tmp_path))
     report = (tmp_path / "results/smoke/report/index.md").read_text()
     assert "tier" in report and "A3C baseline" in report
-    table = pd.read_csv(tmp_path / "results/smoke/knowledge_flow/table2_baseline.csv")
+    table = pd.read_csv(tmp_path / "results/smoke/knowledge_flow/table2.csv")
     ran = table[table.n_seeds > 0]
-    assert set(ran.row) == {"Breakout", "Seaquest"} and (ran.n_seeds == 2).all()
+    # the baseline on both games; Knowledge Flow (expert / non-expert teachers) and fine-tuning on Breakout
+    assert set(ran[ran.column == "A3C baseline"].row) == {"Breakout", "Seaquest"}
+    for col in ("Ours w/ expert", "Ours w/ non-expert", "Fine-tune"):
+        assert list(ran[ran.column == col].row) == ["Breakout"]
+    assert (ran.n_seeds == 2).all()
     assert "not run" in set(table.ours_topk.astype(str))  # the paper's other rows are shown, marked not run
-    assert (tmp_path / "figures/smoke/knowledge_flow/baseline_curves.png").stat().st_size > 1000
-    assert (tmp_path / "teachers/smoke/ppo/Breakout/expert/seed0/model.zip").exists()
+    independence = (tmp_path / "results/smoke/knowledge_flow/independence.md").read_text()
+    assert "KF w/ expert (ours) | Breakout | 2 |" in independence
+    for fig in ("table2_curves.png", "pw_over_training.png"):
+        assert (tmp_path / "figures/smoke/knowledge_flow" / fig).stat().st_size > 1000
+    for game in ("Breakout", "Seaquest"):
+        assert (tmp_path / f"teachers/smoke/ppo/{game}/expert/seed0/model.zip").exists()
+    run = (tmp_path / "runs/smoke/knowledge_flow/kf_expert/Breakout/seed1/run.json").read_text()
+    assert "teachers/smoke/ppo/Seaquest/expert/seed0" in run
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"), "--directory", str(tmp_path))
     assert "Nothing to be done" in r.stdout + r.stderr

@@ -1,44 +1,55 @@
-# Knowledge Flow (Liu, Peng, Schwing, ICLR 2019). So far: the "A3C baseline" column of Table 2, the
-# foundation's end-to-end experiment. Runs live in runs/<tier>/knowledge_flow/<config>/<game>/seed<k>/.
-from common.pipeline import a2c_args, eval_protocol
+# Knowledge Flow (Liu, Peng, Schwing, ICLR 2019), reinforcement learning: Table 2 (ours w/ expert, ours w/
+# non-expert, fine-tuning, the A3C baseline) with Fig. 3/6 curves, the normalised weights p_w over training
+# (Fig. 1c/7) and how far each student ends from independence. Which runs and teachers: plan.py.
+# Runs live in runs/<tier>/knowledge_flow/<method>/<game>/seed<k>/.
+from common.pipeline import eval_protocol
+from papers.knowledge_flow import plan as kf_plan
 
 KF = config["knowledge_flow"]
 KF_RUNS = f"runs/{TIER}/knowledge_flow"
 KF_SEEDS = range(KF["seeds"])
+KF_CELLS = kf_plan.runs(config)
+KF_METHODS = sorted({m for m, _ in KF_CELLS})
 
 
-rule kf_baseline_train:
-    """The A3C baseline: the shared A2C learner, A3C net, no teachers."""
+rule kf_train:
+    """One run: the A3C baseline (no teachers), Knowledge Flow with two teachers, or fine-tuning."""
+    input:
+        teachers=lambda wc: [f"{kf_plan.teacher_dir(config, TIER, g)}/model.zip"
+                             for g in kf_plan.teacher_games(config, wc.method, wc.game)],
     output:
-        curve=f"{KF_RUNS}/baseline/{{game}}/seed{{seed}}/curve.csv",
-        model=f"{KF_RUNS}/baseline/{{game}}/seed{{seed}}/model.pt",
-        stats=f"{KF_RUNS}/baseline/{{game}}/seed{{seed}}/train_stats.csv",
+        curve=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/curve.csv",
+        model=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/model.pt",
+        stats=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/train_stats.csv",
+    wildcard_constraints:
+        method="baseline|kf_expert|kf_non_expert|finetune",
     params:
-        args=lambda wc, threads: a2c_args(KF["a2c"], wc.game, wc.seed, threads, config.get("device", "auto")),
+        args=lambda wc, threads: kf_plan.run_args(config, TIER, wc.method, wc.game, wc.seed, threads,
+                                                  config.get("device", "auto")),
     log:
-        f"logs/{TIER}/knowledge_flow/baseline_{{game}}_seed{{seed}}.log",
+        f"logs/{TIER}/knowledge_flow/{{method}}_{{game}}_seed{{seed}}.log",
     benchmark:
-        f"benchmarks/{TIER}/knowledge_flow/baseline_{{game}}_seed{{seed}}.tsv"
+        f"benchmarks/{TIER}/knowledge_flow/{{method}}_{{game}}_seed{{seed}}.tsv"
     threads: config.get("threads_per_run", 1)
     resources:
-        mem_mb=3000,
-        runtime=lambda wc: 30 + KF["a2c"]["total_steps"] // 30_000,  # minutes, at >= 500 steps/s
+        mem_mb=4000,
+        runtime=lambda wc: 30 + KF["a2c"]["total_steps"] // 20_000,  # minutes, at >= 350 steps/s
     shell:
-        "{PY} -m common.a2c --out $(dirname {output.curve}) --args '{params.args}' 2> {log}"
+        "{PY} -m papers.knowledge_flow.train --out $(dirname {output.curve}) --args '{params.args}' 2> {log}"
 
 
 rule kf_eval:
     """The student alone, 30 games, up to 30 no-ops (Mnih et al. 2015), raw game score."""
     input:
-        model=f"{KF_RUNS}/{{config}}/{{game}}/seed{{seed}}/model.pt",
+        model=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/model.pt",
     output:
-        f"{KF_RUNS}/{{config}}/{{game}}/seed{{seed}}/eval.json",
+        f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/eval.json",
     params:
         protocol=eval_protocol(KF.get("eval")),
     log:
-        f"logs/{TIER}/knowledge_flow/eval_{{config}}_{{game}}_seed{{seed}}.log",
+        f"logs/{TIER}/knowledge_flow/eval_{{method}}_{{game}}_seed{{seed}}.log",
     benchmark:
-        f"benchmarks/{TIER}/knowledge_flow/eval_{{config}}_{{game}}_seed{{seed}}.tsv"
+        f"benchmarks/{TIER}/knowledge_flow/eval_{{method}}_{{game}}_seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -48,25 +59,27 @@ rule kf_eval:
         " --seed {wildcards.seed} --out {output} --protocol '{params.protocol}' 2> {log}"
 
 
-rule kf_table2_baseline:
-    """Table 2, A3C-baseline and A3C columns: paper vs ours (top-k of N and all-seeds IQM [95% CI])."""
+rule kf_table2:
+    """Table 2 paper vs ours (top-k of N and all-seeds IQM [95% CI]), Fig. 3/6 curves, p_w over training,
+    and the students' remaining teacher dependence at the end."""
     input:
-        evals=expand(f"{KF_RUNS}/baseline/{{game}}/seed{{seed}}/eval.json", game=KF["games"], seed=KF_SEEDS),
-        curves=expand(f"{KF_RUNS}/baseline/{{game}}/seed{{seed}}/curve.csv", game=KF["games"], seed=KF_SEEDS),
+        evals=[f"{KF_RUNS}/{m}/{g}/seed{s}/eval.json" for m, g in KF_CELLS for s in KF_SEEDS],
         reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
     output:
-        csv=f"results/{TIER}/knowledge_flow/table2_baseline.csv",
-        md=f"results/{TIER}/knowledge_flow/table2_baseline.md",
-        fig=f"figures/{TIER}/knowledge_flow/baseline_curves.png",
+        csv=f"results/{TIER}/knowledge_flow/table2.csv",
+        md=f"results/{TIER}/knowledge_flow/table2.md",
+        independence=f"results/{TIER}/knowledge_flow/independence.md",
+        fig=f"figures/{TIER}/knowledge_flow/table2_curves.png",
+        pw_fig=f"figures/{TIER}/knowledge_flow/pw_over_training.png",
     params:
         top_k=KF["top_k"],
+        methods=" ".join(KF_METHODS),
     log:
-        f"logs/{TIER}/knowledge_flow/table2_baseline.log",
+        f"logs/{TIER}/knowledge_flow/table2.log",
     benchmark:
-        f"benchmarks/{TIER}/knowledge_flow/table2_baseline.tsv"
+        f"benchmarks/{TIER}/knowledge_flow/table2.tsv"
     threads: 1
     shell:
-        "{PY} -m papers.knowledge_flow.tables baseline --runs {KF_RUNS}/baseline --tier {TIER}"
+        "{PY} -m papers.knowledge_flow.tables table2 --runs {KF_RUNS} --methods {params.methods} --tier {TIER}"
         " --top-k {params.top_k} --reported {input.reported} --out-csv {output.csv} --out-md {output.md}"
-        " --out-fig {output.fig} 2> {log}"
-
+        " --out-independence {output.independence} --out-fig {output.fig} --out-pw-fig {output.pw_fig} 2> {log}"
