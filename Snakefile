@@ -6,7 +6,16 @@ import sys
 
 from snakemake.utils import validate
 
-configfile: "config/default.yaml"
+# The tier: config/default.yaml unless a tier file is given with --configfile. A tier file is complete on its
+# own (no merging with default.yaml, whatever the working directory); --config KEY=VALUE overrides on top.
+if "tier" not in config:
+    import yaml
+    from snakemake.utils import update_config
+
+    _given = dict(config)
+    config.clear()
+    config.update(yaml.safe_load(open(workflow.source_path("config/default.yaml"))))
+    update_config(config, _given)
 
 
 validate(config, workflow.source_path("config/schema.yaml"))

@@ -140,6 +140,10 @@ class Hook:
         """Called after each optimiser step (e.g. refresh theta_old, step a side optimiser)."""
         return {}
 
+    def lr_scales(self, agent: nn.Module) -> list[tuple[nn.Parameter, float]]:
+        """(parameter, learning-rate multiplier) pairs; the others train at the learner's lr."""
+        return []
+
     def final(self, agent: nn.Module) -> dict:
         """Written to <out>/final.json when training ends (before curve.csv marks the run finished)."""
         return {}
@@ -261,7 +265,11 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
     agent.to(device)
     hook = hook or Hook()
     params = [p for p in agent.parameters() if p.requires_grad] + list(hook.parameters())
-    opt = make_optimizer(args, params)
+    scales = {id(p): s for p, s in hook.lr_scales(agent)}
+    groups = [{"params": [p for p in params if id(p) not in scales], "lr_scale": 1.0}]
+    for s in sorted(set(scales.values())):  # one group per learning-rate multiplier a hook asks for
+        groups.append({"params": [p for p in params if scales.get(id(p)) == s], "lr_scale": s, "lr": args.lr * s})
+    opt = make_optimizer(args, [g for g in groups if g["params"]])
 
     T, N = args.n_steps, env.num_envs
     per_update = T * N
@@ -333,7 +341,7 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
             frac = update / n_updates
             if args.lr_decay:
                 for g in opt.param_groups:
-                    g["lr"] = args.lr * (1.0 - frac)
+                    g["lr"] = args.lr * g["lr_scale"] * (1.0 - frac)
             state0 = state if state is None else tuple(s.detach() for s in state)
             # ---- rollout -------------------------------------------------------------------------
             with torch.inference_mode():

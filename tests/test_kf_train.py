@@ -118,3 +118,27 @@ def test_sampled_lambdas_cover_the_grid_and_are_seeded():
     assert draws == [sample_lambdas(s, [0.05, 0.1, 0.5], [0.001, 0.01, 0.05]) for s in range(200)]
     assert {d[0] for d in draws} == {0.05, 0.1, 0.5} and {d[1] for d in draws} == {0.001, 0.01, 0.05}
     assert len(set(draws)) == 9   # every pair of the 3 x 3 grid occurs
+
+
+def test_w_lr_scale_gives_the_mixing_logits_their_own_rate(tmp_path):
+    from common.a2c import A2CArgs, train
+    from papers.knowledge_flow.method import KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent
+
+    def run(scale):
+        torch.manual_seed(0)
+        kf = KnowledgeFlowStudent(MinAtarNet((4, 10, 10), 3), [MinAtarNet((4, 10, 10), 3).requires_grad_(False)],
+                                  [{"teacher": 0, "teacher_layer": "fc", "student_layer": "fc"}])
+        hook = KnowledgeFlowHook(KFArgs(lambda1=0.5, lambda2=0.0, w_lr_scale=scale))
+        args = A2CArgs(**{**A2C, "total_steps": 400, "lr": 1e-3, "stats_every": 20})
+        train(args, tmp_path / str(scale), agent=kf, hook=hook)
+        return kf, list(csv.DictReader(open(tmp_path / str(scale) / "train_stats.csv")))
+
+    kf1, _ = run(1.0)
+    kf10, rows = run(10.0)
+    # 20 updates; Adam moves each logit by at most ~lr_t per update: |w| <= sum_t lr_t * scale
+    cap = sum(1e-3 * (1 - t / 20) for t in range(20))
+    assert kf1.w["fc"].abs().max() <= cap * 1.01
+    assert kf10.w["fc"].abs().max() > 2 * cap   # only reachable with the larger rate
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3)  # the student's own rate is unchanged
+    with pytest.raises(ValueError, match="w_lr_scale"):
+        KFArgs.from_dict({"w_lr_scale": 0.0})

@@ -61,6 +61,11 @@ class KFArgs:
     """previous: theta_old = the previous update's parameters | ema: exponential average (Sec. 7.6)"""
     ema_alpha: float = 0.9
     """EMA factor: theta_old <- alpha * theta_old + (1 - alpha) * theta (Sec. 7.6)"""
+    w_lr_scale: float = 1.0
+    """learning-rate multiplier for the mixing logits w (the paper is silent). Adam moves a logit by at most
+    about lr per update, so p_w(student) can reach ~1 only if sum_t lr_t * w_lr_scale is large enough: the
+    paper's 500k updates at lr 1e-4 (decayed) allow ~25; 25k updates at 7e-4 ~9; 5k updates ~1.75. Reduced
+    tiers scale w's rate so that the student can become independent within the budget (config comments)."""
     teachers: list = field(default_factory=list)
     """teacher files (the zoo loads them); index m in `links` is teachers[m]"""
     links: list = field(default_factory=list)
@@ -73,6 +78,8 @@ class KFArgs:
             raise ValueError(f"theta_old must be 'previous' or 'ema', got '{a.theta_old}'")
         if not 0.0 <= a.ema_alpha < 1.0:
             raise ValueError(f"ema_alpha must be in [0, 1), got {a.ema_alpha}")
+        if a.w_lr_scale <= 0:
+            raise ValueError(f"w_lr_scale must be > 0, got {a.w_lr_scale}")
         if a.lambda1 < 0 or a.lambda2 < 0:
             raise ValueError(f"lambda1 and lambda2 must be >= 0, got {a.lambda1}, {a.lambda2}")
         for link in a.links:
@@ -321,6 +328,10 @@ class KnowledgeFlowHook(Hook):
             self.theta_old = self._theta_now
         self._theta_now = None
         return {}
+
+    def lr_scales(self, agent: KnowledgeFlowStudent) -> list:
+        """The mixing logits w train at lr * w_lr_scale (KFArgs.w_lr_scale)."""
+        return [(w, self.args.w_lr_scale) for w in agent.w.values()] if self.args.w_lr_scale != 1.0 else []
 
     def final(self, agent: KnowledgeFlowStudent) -> dict:
         """final.json: the remaining dependence 1 - p_w^j(student) per layer and every final p_w."""
