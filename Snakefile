@@ -27,6 +27,10 @@ TIER = config["tier"]
 PY = sys.executable  # the interpreter snakemake runs in, whatever is first on PATH
 
 
+# Each paper's rules.smk appends its report sections here: {title, tables: [md], figs: [png], note, budget}
+REPORT_SECTIONS = []
+
+
 include: "common/teachers.smk"
 include: "papers/knowledge_flow/rules.smk"
 include: "common/report.smk"

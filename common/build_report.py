@@ -43,33 +43,23 @@ def main(argv=None):
     ap.add_argument("--tier", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--config", required=True, help="the resolved config as JSON")
-    ap.add_argument("--kf-table2", required=True)
-    ap.add_argument("--kf-independence", required=True)
-    ap.add_argument("--kf-figs", nargs="+", required=True)
-    ap.add_argument("--teachers", nargs="*", default=[])
+    ap.add_argument("--sections", required=True,
+                    help="JSON list of {title, tables: [md], figs: [png], note, budget, teachers: [eval.json]}")
     a = ap.parse_args(argv)
     cfg = json.loads(a.config)
-    kf = cfg["knowledge_flow"]
-    runs = f"{kf['a2c']['total_steps']:,} env steps per run (paper: 40M), {kf['seeds']} seeds, top {kf['top_k']}"
-    budget = (f"Knowledge Flow: {runs}; teachers (SB3 {cfg['teachers']['algo'].upper()}): "
-              f"{cfg['teachers']['steps']['expert']:,} steps each")
-    sections = [
-        ("Teachers", teacher_table(a.teachers), []),
-        ("Knowledge Flow: Table 2 (expert / non-expert teachers, fine-tuning, A3C baseline)",
-         Path(a.kf_table2).read_text() + "\n" + Path(a.kf_independence).read_text()
-         + "\nCaveats: a synchronous A2C with 16 envs stands in for the paper's 16 asynchronous A3C workers, "
-         "and PPO-trained teachers for the authors' A3C teachers; scores far below the paper's at reduced budgets "
-         "are a statement about budget. Whether Knowledge Flow beats the baseline and fine-tuning *at this budget* "
-         "is what the table shows, read with its intervals.", list(a.kf_figs)),
-        ("Status of the papers",
-         "Produced by the pipeline so far: the teachers and Knowledge Flow's Table 2 with its curves and p_w "
-         "figures. Knowledge Flow's Table 1, Table 7, the ablations (Figs. 8-11) and supervised Tables 3-6, "
-         "H-PR distillation, cA3C and the Generative Adversarial Simulator have open issues; their tables are "
-         "not produced yet.", []),
-    ]
+    secs = json.loads(a.sections)
+    teachers = sorted({p for s in secs for p in s.get("teachers", [])})
+    budget = "; ".join([s["budget"] for s in secs if s.get("budget")]
+                       + [f"teachers (SB3 {cfg['teachers']['algo'].upper()}): {cfg['teachers']['steps']['expert']:,} steps each"])
+    sections = [("Teachers", teacher_table(teachers), [])]
+    for s in secs:
+        text = "\n".join(Path(t).read_text() for t in s.get("tables", []))
+        sections.append((s["title"], text + ("\n" + s["note"] if s.get("note") else ""), list(s.get("figs", []))))
+    sections.append(("Status of the papers",
+                     "Produced by the pipeline in this commit: the sections above. What each paper still lacks is "
+                     "listed in the README's status table.", []))
     write_report_page(a.out, f"Knowledge transfer in deep RL: reproduction report ({a.tier} tier)",
-                      {"command": command(a.tier), "tier": a.tier, "budget": budget},
-                      sections)
+                      {"command": command(a.tier), "tier": a.tier, "budget": budget}, sections)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 # The generated report: one markdown page per tier linking every table and figure, with the command,
-# commit, tier, budgets and machine that produced them.
+# commit, tier, budgets and machine that produced them. Sections come from each paper's rules.smk
+# (REPORT_SECTIONS, declared in the Snakefile).
+import json as _json
+
+REPORT_INPUTS = sorted({p for sec in REPORT_SECTIONS for key in ("tables", "figs", "teachers") for p in sec.get(key, [])})
 
 
 rule report:
     input:
-        kf_table2=rules.kf_table2.output.md,
-        kf_independence=rules.kf_table2.output.independence,
-        kf_fig=rules.kf_table2.output.fig,
-        kf_pw_fig=rules.kf_table2.output.pw_fig,
-        teachers=[f"{kf_plan.teacher_dir(config, TIER, g)}/eval.json" for g in kf_plan.all_teacher_games(config)],
+        REPORT_INPUTS,
     output:
         f"results/{TIER}/report/index.md",
     log:
@@ -16,8 +16,8 @@ rule report:
     benchmark:
         f"benchmarks/{TIER}/report.tsv"
     params:
-        config=lambda wc: __import__("json").dumps(config),
+        config=lambda wc: _json.dumps(config),
+        sections=lambda wc: _json.dumps(REPORT_SECTIONS),
     shell:
-        "{PY} -m common.build_report --tier {TIER} --out {output} --config '{params.config}'"
-        " --kf-table2 {input.kf_table2} --kf-independence {input.kf_independence} --kf-figs {input.kf_fig}"
-        " {input.kf_pw_fig} --teachers {input.teachers} 2> {log}"
+        "{PY} -m common.build_report --tier {TIER} --out {output} --config {params.config:q}"
+        " --sections {params.sections:q} 2> {log}"
