@@ -447,20 +447,14 @@ def main(argv=None):
     """python -m common.a2c --out DIR --args '{game: Pong, total_steps: 100000}' [--set seed=3 ...]"""
     import argparse
 
-    import yaml
-
-    from common.cli import parse_mapping
+    from common.cli import mapping_with_overrides
 
     ap = argparse.ArgumentParser(description="Train one A2C run (the A3C baseline when no hook is given).")
     ap.add_argument("--out", required=True, help="run directory (checkpoint, curve.csv, model.pt)")
     ap.add_argument("--args", default="{}", help="A2CArgs fields as YAML/JSON")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
     a = ap.parse_args(argv)
-    d = parse_mapping(a.args)
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        d[k] = yaml.safe_load(v)
-    train(A2CArgs.from_dict(d), a.out)
+    train(A2CArgs.from_dict(mapping_with_overrides(a.args, a.set)), a.out)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,16 @@ def parse_mapping(text: str, what: str = "--args") -> dict:
     if not isinstance(d, dict):
         raise ValueError(f"{what} must be a mapping such as '{{game: Pong, seed: 0}}', got {text!r}")
     return d
+
+
+def mapping_with_overrides(text: str, overrides: list[str]) -> dict:
+    """``--args`` (parse_mapping) with ``--set KEY=VALUE`` overrides applied on top (VALUE read as YAML)."""
+    import yaml
+
+    d = parse_mapping(text)
+    for kv in overrides:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got '{kv}'")
+        d[k] = yaml.safe_load(v)
+    return d

@@ -123,6 +123,18 @@ def to_markdown(df: pd.DataFrame, caption: str, digits: int = 4) -> str:
 
 
 # -------------------------------------------------------------------------------------------- figures
+def save_figure(fig: Figure, path, dpi: int = 120) -> Path:
+    """Save atomically: a temporary name that keeps the suffix (savefig picks the format), then rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part" + path.suffix)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps", ylabel: str = "game score",
                 topk: int | None = None, n_boot: int = 1000) -> Path:
     """Mean learning curve per group with a 95% bootstrap CI band over seeds; a top-k panel if `topk` is given."""
@@ -152,13 +164,7 @@ def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    tmp = path.with_name(path.name + ".part.png")  # keeps .png so savefig picks the format
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue: str, x: str = "env_steps",
@@ -189,13 +195,7 @@ def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue:
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title)
-    tmp = path.with_name(path.name + ".part.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------ the report

@@ -680,22 +680,14 @@ def main(argv=None):
     """python -m papers.hpr_distillation.method --out DIR --args '{games: [...], teachers: [...]}' [--set k=v]"""
     import argparse
 
-    import yaml
-
-    from common.cli import parse_mapping
+    from common.cli import mapping_with_overrides
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="run directory (checkpoint, curve.csv, eval.json, model.pt)")
     ap.add_argument("--args", default="{}", help="HPRArgs fields as YAML/JSON")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
     a = ap.parse_args(argv)
-    d = parse_mapping(a.args)
-    for kv in a.set:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--set expects KEY=VALUE, got '{kv}'")
-        d[k] = yaml.safe_load(v)
-    res = train(HPRArgs.from_dict(d), a.out)
+    res = train(HPRArgs.from_dict(mapping_with_overrides(a.args, a.set)), a.out)
     print(f"done: {res['updates']:,} update rounds, {res['env_steps']:,} steps per game -> {a.out}", file=sys.stderr)
 
 
