@@ -33,6 +33,7 @@ REPORT_SECTIONS = []
 
 include: "common/teachers.smk"
 include: "papers/knowledge_flow/rules.smk"
+include: "papers/knowledge_flow/supervised.smk"
 include: "common/report.smk"
 
 

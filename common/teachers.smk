@@ -11,7 +11,10 @@ rule teacher:
         algo="ppo|a2c|dqn",
     params:
         steps=lambda wc: 0 if wc.kind == "untrained" else config["teachers"]["steps"][wc.kind],
-        body=config["teachers"].get("body", "a3c"),
+        # body: teachers.body for the tier's actor-critic algo; the Nature-DQN body for the others (DQN teachers,
+        # and the A2C teachers of Knowledge Flow's different-architecture ablation); teachers.bodies overrides
+        body=lambda wc: config["teachers"].get("bodies", {}).get(
+            wc.algo, config["teachers"].get("body", "a3c") if wc.algo == config["teachers"]["algo"] else "nature"),
         episodes=config["teachers"].get("eval", {}).get("episodes", 10),
         hyperparams=f"{workflow.basedir}/config/teachers.yml",
     log:

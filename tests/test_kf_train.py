@@ -95,10 +95,13 @@ def test_plan_table2_runs_and_args():
 
     cfg = yaml.safe_load(open("config/default.yaml"))
     # the paper's Table 2 teachers: 10 experts of their own games
-    assert plan.all_teacher_games(cfg) == ["Alien", "BankHeist", "Breakout", "ChopperCommand", "Hero",
-                                           "KungFuMaster", "MsPacman", "Pong", "Seaquest", "SpaceInvaders"]
+    table2_teachers = {g for game in cfg["knowledge_flow"]["table2"] for m in plan.TABLE2
+                       for g in plan.teacher_games(cfg, m, game)}
+    assert table2_teachers == {"Alien", "BankHeist", "Breakout", "ChopperCommand", "Hero",
+                               "KungFuMaster", "MsPacman", "Pong", "Seaquest", "SpaceInvaders"}
+    assert set(plan.all_teacher_games(cfg)) == table2_teachers | {"Riverraid"}   # + Table 1 / ablations
     cells = plan.runs(cfg)
-    assert len(cells) == 6 * 4 and ("finetune", "Alien") in cells and ("baseline", "Seaquest") in cells
+    assert {(m, g) for m in ["baseline", *plan.TABLE2] for g in cfg["knowledge_flow"]["table2"]} <= set(cells)
     a = json.loads(plan.run_args(cfg, "default", "kf_non_expert", "KungFuMaster", 7, 1, "cpu"))
     assert a["method"] == "kf" and a["a2c"]["seed"] == 7 and a["a2c"]["game"] == "KungFuMaster"
     assert a["kf"]["teachers"] == ["teachers/default/ppo/Seaquest/expert/seed0", "teachers/default/ppo/Hero/expert/seed0"]
@@ -142,3 +145,31 @@ def test_w_lr_scale_gives_the_mixing_logits_their_own_rate(tmp_path):
     assert float(rows[0]["lr"]) == pytest.approx(1e-3)  # the student's own rate is unchanged
     with pytest.raises(ValueError, match="w_lr_scale"):
         KFArgs.from_dict({"w_lr_scale": 0.0})
+
+
+def test_plan_experiments_share_runs_and_override_lambdas():
+    import yaml
+
+    from papers.knowledge_flow import plan
+
+    cfg = yaml.safe_load(open("config/default.yaml"))
+    cells = plan.runs(cfg)
+    assert len(cells) == len(set(cells))
+    # kf_seaquest_riverraid serves Table 1, Figs. 8, 9 and 10: one run per game, not one per experiment
+    games = [g for m, g in cells if m == "kf_seaquest_riverraid"]
+    assert sorted(games) == sorted(set(games)) and {"Hero", "MsPacman", "Gopher"} <= set(games)
+    nokl = json.loads(plan.run_args(cfg, "default", "kf_seaquest_riverraid_nokl", "Boxing", 4, 1, "cpu"))
+    assert nokl["kf"]["lambda2"] == 0.0 and nokl["kf"]["lambda1"] == plan.lambdas(cfg, 4)[0]
+    assert json.loads(plan.run_args(cfg, "default", "kf_riverraid_ema", "Boxing", 0, 1, "cpu"))["kf"]["theta_old"] == "ema"
+    assert plan.teacher_dirs(cfg, "default", "kf_untrained", "Hero") == [
+        "teachers/default/ppo/Seaquest/untrained/seed0", "teachers/default/ppo/Riverraid/untrained/seed0"]
+    assert plan.teacher_dirs(cfg, "default", "kf_seaquest_riverraid_nature", "Gopher")[0] == \
+        "teachers/default/a2c/Seaquest/expert/seed0"
+    # seeds: Table 2 / Table 1 cells at 5, ablation-only cells at 3
+    seeds = plan.run_seeds(cfg)
+    assert max(s for m, g, s in seeds if (m, g) == ("kf_untrained", "Hero")) == 2
+    assert max(s for m, g, s in seeds if (m, g) == ("kf_seaquest_riverraid", "Hero")) == 4
+    # a shared run name with two different specs is refused
+    cfg["knowledge_flow"]["experiments"]["fig9_no_kl"]["runs"]["kf_seaquest_riverraid"]["kind"] = "untrained"
+    with pytest.raises(ValueError, match="differs from another experiment's run of the same name"):
+        plan.check(cfg)

@@ -9,6 +9,21 @@ Every teacher is an *expert of its own game* (zoo kind ``expert``): "ours w/ exp
 is expert for the target game; "ours w/ non-expert" has two teachers that are not experts for the target
 game; "Fine-tune" starts from one such teacher (paper, Sec. 4.1, text after Table 2).
 
+Table 1 and the ablations (config ``knowledge_flow.experiments``) name their runs once each::
+
+    fig9:
+      paper_table: Fig. 9                # rows of reported.csv to compare with (final scores quoted in the text)
+      games: [MsPacman, KungFuMaster, Boxing]
+      seeds: 3                           # optional; default knowledge_flow.seeds
+      baseline: false                    # also run and show the A3C baseline (paper column: baseline_columns)
+      runs:                              # run name -> spec; the same name in two experiments is one shared run
+        kf_sea_river: {teachers: [Seaquest, Riverraid], column: "w/ KL"}
+        kf_sea_river_nokl: {teachers: [Seaquest, Riverraid], kf: {lambda2: 0.0}, column: "w/o KL"}
+
+A spec may set ``kind`` (expert | untrained teachers, Fig. 8), ``algo`` (the zoo algorithm of its teachers:
+``a2c`` teachers carry the Nature-DQN body, Fig. 10) and ``kf`` (KFArgs overrides, e.g. lambda2 0 for Fig. 9 or
+theta_old ema for Fig. 11), which win over the sampled lambdas.
+
 Each run draws (lambda1, lambda2) from the paper's grids as a pure function of its seed
 (:func:`papers.knowledge_flow.method.sample_lambdas`): seed k uses the same pair in every game and method,
 so the methods are compared on equal draws.
@@ -17,6 +32,7 @@ so the methods are compared on equal draws.
 from __future__ import annotations
 
 import json
+import re
 
 from common.a2c import A2CArgs
 from papers.knowledge_flow.method import sample_lambdas
@@ -26,42 +42,95 @@ TABLE2 = {"kf_expert": ("Ours w/ expert", "expert"), "kf_non_expert": ("Ours w/ 
           "finetune": ("Fine-tune", "finetune")}
 BASELINE = "baseline"
 COLUMNS = {"baseline": ["A3C baseline", "A3C"], **{m: [c] for m, (c, _) in TABLE2.items()}}
+RUN_KEYS = {"teachers", "kind", "algo", "kf", "column"}
 LAMBDA1_GRID = (0.05, 0.1, 0.5)    # Sec. 4.1
 LAMBDA2_GRID = (0.001, 0.01, 0.05)
 
 
-def teacher_dir(config: dict, tier: str, game: str) -> str:
+def teacher_dir(config: dict, tier: str, game: str, kind: str = "expert", algo: str | None = None) -> str:
     t = config["teachers"]
-    return f"teachers/{tier}/{t['algo']}/{game}/expert/seed{t.get('seed', 0)}"
+    return f"teachers/{tier}/{algo or t['algo']}/{game}/{kind}/seed{t.get('seed', 0)}"
+
+
+def experiments(config: dict) -> dict:
+    return config["knowledge_flow"].get("experiments", {}) or {}
+
+
+def run_spec(config: dict, method: str) -> dict:
+    """The spec of a run named in knowledge_flow.experiments (check() makes names unambiguous)."""
+    for exp in experiments(config).values():
+        if method in exp["runs"]:
+            return exp["runs"][method]
+    raise KeyError(f"run '{method}' is neither the baseline, a Table 2 method ({', '.join(TABLE2)}) nor a run "
+                   "of knowledge_flow.experiments")
+
+
+def teachers(config: dict, method: str, game: str) -> list[tuple[str, str, str]]:
+    """(game, kind, algo) of each teacher of one run, in link order (empty for the baseline)."""
+    algo = config["teachers"]["algo"]
+    if method == BASELINE:
+        return []
+    if method in TABLE2:
+        entry = config["knowledge_flow"].get("table2", {}).get(game)
+        if entry is None:
+            raise KeyError(f"knowledge_flow.table2 has no entry for '{game}'")
+        g = entry[TABLE2[method][1]]
+        return [(t, "expert", algo) for t in ([g] if isinstance(g, str) else g)]
+    spec = run_spec(config, method)
+    return [(t, spec.get("kind", "expert"), spec.get("algo", algo)) for t in spec["teachers"]]
 
 
 def teacher_games(config: dict, method: str, game: str) -> list[str]:
-    """The teachers' games of one Table 2 run (empty for the baseline)."""
-    if method == BASELINE:
-        return []
-    entry = config["knowledge_flow"].get("table2", {}).get(game)
-    if entry is None:
-        raise KeyError(f"knowledge_flow.table2 has no entry for '{game}'")
-    g = entry[TABLE2[method][1]]
-    return [g] if isinstance(g, str) else list(g)
+    """The teachers' games of one run (empty for the baseline)."""
+    return [g for g, _, _ in teachers(config, method, game)]
+
+
+def teacher_dirs(config: dict, tier: str, method: str, game: str) -> list[str]:
+    return [teacher_dir(config, tier, g, kind, algo) for g, kind, algo in teachers(config, method, game)]
+
+
+def all_teachers(config: dict) -> list[tuple[str, str, str]]:
+    """Every (game, kind, algo) teacher this tier trains, sorted, once each."""
+    found = {(g, "expert", config["teachers"]["algo"]) for g in config["knowledge_flow"].get("teacher_games", [])}
+    for method, game in runs(config):
+        found.update(teachers(config, method, game))
+    return sorted(found)
 
 
 def all_teacher_games(config: dict) -> list[str]:
     """Every game a teacher is trained on for this tier (sorted, once each)."""
+    return sorted({g for g, _, _ in all_teachers(config)})
+
+
+def experiment_cells(config: dict, name: str) -> list[tuple[str, str, int]]:
+    """(method, game, seeds) of one experiment of knowledge_flow.experiments."""
     kf = config["knowledge_flow"]
-    games = set(kf.get("teacher_games", []))
-    for game in kf.get("table2", {}):
-        for m in TABLE2:
-            games.update(teacher_games(config, m, game))
-    return sorted(games)
+    exp = experiments(config)[name]
+    seeds = int(exp.get("seeds", kf["seeds"]))
+    methods = ([BASELINE] if exp.get("baseline") else []) + list(exp["runs"])
+    return [(m, g, seeds) for g in exp["games"] for m in methods]
 
 
 def runs(config: dict) -> list[tuple[str, str]]:
-    """(method, game) of every Table 2 cell we run: the baseline on every game, the rest on table2's games."""
+    """(method, game) of every run cell: the baseline on every game, Table 2's methods on table2's games, and
+    every experiment's runs; each once."""
     kf = config["knowledge_flow"]
     out = [(BASELINE, g) for g in kf["games"]]
     out += [(m, g) for g in kf.get("table2", {}) for m in TABLE2]
-    return out
+    for name in experiments(config):
+        out += [(m, g) for m, g, _ in experiment_cells(config, name)]
+    return list(dict.fromkeys(out))
+
+
+def run_seeds(config: dict) -> list[tuple[str, str, int]]:
+    """(method, game, seed) of every run, with the largest seed count any table asks of that cell."""
+    kf = config["knowledge_flow"]
+    n = {(m, g): int(kf["seeds"]) for m, g in [(BASELINE, g) for g in kf["games"]]
+         + [(m, g) for g in kf.get("table2", {}) for m in TABLE2]}
+    for name in experiments(config):
+        for m, g, s in experiment_cells(config, name):
+            n[(m, g)] = max(n.get((m, g), 0), s)
+    return [(m, g, s) for (m, g), k in n.items() for s in range(k)]
 
 
 def lambdas(config: dict, seed: int) -> tuple[float, float]:
@@ -74,14 +143,15 @@ def run_args(config: dict, tier: str, method: str, game: str, seed: int, threads
     kf = config["knowledge_flow"]
     a2c = dict(kf["a2c"], game=game, seed=int(seed), torch_threads=int(threads), device=device)
     A2CArgs.from_dict(a2c)
-    d = {"method": "kf" if method.startswith("kf_") else method, "a2c": a2c}
-    teachers = [teacher_dir(config, tier, g) for g in teacher_games(config, method, game)]
+    if method == BASELINE:
+        return json.dumps({"method": "baseline", "a2c": a2c})
+    dirs = teacher_dirs(config, tier, method, game)
     if method == "finetune":
-        d["finetune_from"] = teachers[0]
-    elif method != BASELINE:
-        l1, l2 = lambdas(config, seed)
-        d["kf"] = {**kf.get("kf", {}), "lambda1": l1, "lambda2": l2, "teachers": teachers}
-    return json.dumps(d)
+        return json.dumps({"method": "finetune", "a2c": a2c, "finetune_from": dirs[0]})
+    l1, l2 = lambdas(config, seed)
+    spec_kf = {} if method in TABLE2 else run_spec(config, method).get("kf", {})
+    return json.dumps({"method": "kf", "a2c": a2c,
+                       "kf": {**kf.get("kf", {}), "lambda1": l1, "lambda2": l2, **spec_kf, "teachers": dirs}})
 
 
 def check(config: dict) -> None:
@@ -94,3 +164,23 @@ def check(config: dict) -> None:
                            "one of them the target), non_expert (a list) and finetune (one game)")
         if not isinstance(entry["finetune"], str):
             raise ValueError(f"knowledge_flow.table2.{game}.finetune must be one game, got {entry['finetune']!r}")
+    seen: dict[str, dict] = {}
+    reserved = {BASELINE, *TABLE2}
+    for name, exp in experiments(config).items():
+        for key in ("games", "runs"):
+            if not exp.get(key):
+                raise KeyError(f"knowledge_flow.experiments.{name} needs '{key}'")
+        for run, spec in exp["runs"].items():
+            where = f"knowledge_flow.experiments.{name}.runs.{run}"
+            if run in reserved or not re.fullmatch(r"kf_[a-z0-9_]+", run):
+                raise ValueError(f"{where}: run names start with 'kf_' (lower case, digits, '_') and may not be "
+                                 f"{sorted(reserved)}")
+            unknown = set(spec) - RUN_KEYS
+            if unknown or not spec.get("teachers"):
+                raise KeyError(f"{where}: needs 'teachers' (a list of games) and knows only {sorted(RUN_KEYS)}; "
+                               f"got {sorted(spec)}")
+            same = {k: v for k, v in spec.items() if k != "column"}
+            if run in seen and seen[run] != same:
+                raise ValueError(f"{where} differs from another experiment's run of the same name ({seen[run]}); "
+                                 "a shared run must have one spec: rename one of them")
+            seen[run] = same

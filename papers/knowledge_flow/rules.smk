@@ -9,20 +9,20 @@ KF = config["knowledge_flow"]
 KF_RUNS = f"runs/{TIER}/knowledge_flow"
 KF_SEEDS = range(KF["seeds"])
 KF_CELLS = kf_plan.runs(config)
-KF_METHODS = sorted({m for m, _ in KF_CELLS})
+TABLE2_METHODS = ["baseline"] + (list(kf_plan.TABLE2) if KF.get("table2") else [])
+KF_EXPERIMENTS = list(kf_plan.experiments(config))
 
 
 rule kf_train:
     """One run: the A3C baseline (no teachers), Knowledge Flow with two teachers, or fine-tuning."""
     input:
-        teachers=lambda wc: [f"{kf_plan.teacher_dir(config, TIER, g)}/model.zip"
-                             for g in kf_plan.teacher_games(config, wc.method, wc.game)],
+        teachers=lambda wc: [f"{d}/model.zip" for d in kf_plan.teacher_dirs(config, TIER, wc.method, wc.game)],
     output:
         curve=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/curve.csv",
         model=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/model.pt",
         stats=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/train_stats.csv",
     wildcard_constraints:
-        method="baseline|kf_expert|kf_non_expert|finetune",
+        method="baseline|finetune|kf_[a-z0-9_]+",
     params:
         args=lambda wc, threads: kf_plan.run_args(config, TIER, wc.method, wc.game, wc.seed, threads,
                                                   config.get("device", "auto")),
@@ -63,7 +63,8 @@ rule kf_table2:
     """Table 2 paper vs ours (top-k of N and all-seeds IQM [95% CI]), Fig. 3/6 curves, p_w over training,
     and the students' remaining teacher dependence at the end."""
     input:
-        evals=[f"{KF_RUNS}/{m}/{g}/seed{s}/eval.json" for m, g in KF_CELLS for s in KF_SEEDS],
+        evals=[f"{KF_RUNS}/{m}/{g}/seed{s}/eval.json" for m in TABLE2_METHODS
+               for g in (KF["games"] if m == "baseline" else KF.get("table2", {})) for s in KF_SEEDS],
         reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
     output:
         csv=f"results/{TIER}/knowledge_flow/table2.csv",
@@ -73,7 +74,7 @@ rule kf_table2:
         pw_fig=f"figures/{TIER}/knowledge_flow/pw_over_training.png",
     params:
         top_k=KF["top_k"],
-        methods=" ".join(KF_METHODS),
+        methods=" ".join(TABLE2_METHODS),
     log:
         f"logs/{TIER}/knowledge_flow/table2.log",
     benchmark:
@@ -85,7 +86,43 @@ rule kf_table2:
         " --out-independence {output.independence} --out-fig {output.fig} --out-pw-fig {output.pw_fig} 2> {log}"
 
 
-REPORT_SECTIONS.append({
+rule kf_experiment:
+    """Table 1 or an ablation figure (Figs. 8-11): paper vs ours where the paper gives numbers, curves, p_w."""
+    input:
+        evals=lambda wc: [f"{KF_RUNS}/{m}/{g}/seed{s}/eval.json"
+                          for m, g, n in kf_plan.experiment_cells(config, wc.exp) for s in range(n)],
+        reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
+    output:
+        csv=f"results/{TIER}/knowledge_flow/{{exp}}.csv",
+        md=f"results/{TIER}/knowledge_flow/{{exp}}.md",
+        fig=f"figures/{TIER}/knowledge_flow/{{exp}}_curves.png",
+    wildcard_constraints:
+        exp="|".join(KF_EXPERIMENTS) or "no_experiments",
+    params:
+        spec=lambda wc: __import__("json").dumps(kf_plan.experiments(config)[wc.exp]),
+        top_k=KF["top_k"],
+    log:
+        f"logs/{TIER}/knowledge_flow/{{exp}}.log",
+    benchmark:
+        f"benchmarks/{TIER}/knowledge_flow/{{exp}}.tsv"
+    threads: 1
+    shell:
+        "{PY} -m papers.knowledge_flow.tables experiment --name {wildcards.exp} --spec {params.spec:q} --runs {KF_RUNS}"
+        " --tier {TIER} --top-k {params.top_k} --reported {input.reported} --out-csv {output.csv} --out-md {output.md}"
+        " --out-fig {output.fig} 2> {log}"
+
+
+for _exp in KF_EXPERIMENTS:
+    REPORT_SECTIONS.append({
+        "title": f"Knowledge Flow: {KF['experiments'][_exp].get('paper_table', _exp)} ({_exp})",
+        "tables": [f"results/{TIER}/knowledge_flow/{_exp}.md"],
+        "figs": [f"figures/{TIER}/knowledge_flow/{_exp}_curves.png"],
+        "note": KF["experiments"][_exp].get("note", ""),
+        "teachers": [f"{d}/eval.json" for m, g, _ in kf_plan.experiment_cells(config, _exp)
+                     for d in kf_plan.teacher_dirs(config, TIER, m, g)],
+    })
+
+REPORT_SECTIONS.insert(0, {
     "title": "Knowledge Flow: Table 2 (expert / non-expert teachers, fine-tuning, A3C baseline)",
     "tables": [rules.kf_table2.output.md, rules.kf_table2.output.independence],
     "figs": [rules.kf_table2.output.fig, rules.kf_table2.output.pw_fig],
@@ -95,5 +132,5 @@ REPORT_SECTIONS.append({
             "budget* is what the table shows, read with its intervals.",
     "budget": f"Knowledge Flow: {KF['a2c']['total_steps']:,} env steps per run (paper: 40M), {KF['seeds']} seeds, "
               f"top {KF['top_k']}",
-    "teachers": [f"{kf_plan.teacher_dir(config, TIER, g)}/eval.json" for g in kf_plan.all_teacher_games(config)],
+    "teachers": [f"{kf_plan.teacher_dir(config, TIER, g, k, a)}/eval.json" for g, k, a in kf_plan.all_teachers(config)],
 })

@@ -18,7 +18,9 @@ Comparisons (same loop, other objectives): ``baseline`` (the student alone, cros
 on a validation split carved from the training set, from small grids (Sec. 4.2: "determined using the
 validation set").
 
-Run::
+In the pipeline, papers/knowledge_flow/supervised.smk runs the presets a tier lists (config ``kf_supervised``;
+:func:`tier_plan`) and builds Tables 3-6 (supervised_tables.py); presets whose data is absent are shown as
+not run, with the expected paths and how to get the data. By hand::
 
     python -m papers.knowledge_flow.supervised --experiment digits_kd --out runs/kf_sup/digits_kd \\
         --args '{epochs: 20, seeds: 3}'
@@ -105,6 +107,19 @@ TORCHVISION = {
 DATASETS = ("digits", *TORCHVISION)
 
 
+def expected_path(name: str, data_dir: str | Path, split: str) -> Path:
+    """Where dataset `name` ('train' or 'test' split) must lie under `data_dir` for :func:`dataset` to read it."""
+    return Path(data_dir) / TORCHVISION[name][2].format(split=split)
+
+
+def fetch_command(name: str, data_dir: str | Path, split: str) -> str:
+    """The one-line command that downloads dataset `name` (`split`) into `data_dir`, for a machine with internet."""
+    cls_name, kw, _ = TORCHVISION[name]
+    split_kw = {"split": split} if cls_name in ("SVHN", "STL10") else {"train": split == "train"}
+    return (f"python -c \"import torchvision; torchvision.datasets.{cls_name}('{Path(data_dir)}', "
+            + "".join(f"{k}={v!r}, " for k, v in {**kw, **split_kw}.items()) + "download=True)\"")
+
+
 def dataset(name: str, data_dir: str | Path = "data", split: str = "train") -> Split:
     """One split ('train' or 'test') of a dataset as float tensors [N, C, H, W] in [0, 1] and labels.
 
@@ -125,12 +140,10 @@ def dataset(name: str, data_dir: str | Path = "data", split: str = "train") -> S
         return Split(x, torch.tensor(d.target[idx], dtype=torch.long))
     if name not in TORCHVISION:
         raise ValueError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
-    cls_name, kw, rel = TORCHVISION[name]
+    cls_name, kw, _ = TORCHVISION[name]
     root = Path(data_dir)
     split_kw = {"split": split} if cls_name in ("SVHN", "STL10") else {"train": split == "train"}
-    expected = root / rel.format(split=split)
-    get = (f"python -c \"import torchvision; torchvision.datasets.{cls_name}('{root}', "
-           + "".join(f"{k}={v!r}, " for k, v in {**kw, **split_kw}.items()) + "download=True)\"")
+    expected, get = expected_path(name, root, split), fetch_command(name, root, split)
     if not expected.exists():
         raise FileNotFoundError(
             f"dataset '{name}' ({split}) not found: expected {expected} (data_dir '{root}'). This program never "
@@ -583,6 +596,10 @@ EXPERIMENTS = {
                                     {"name": "half_letters", "classes": list(range(13)), "net": _SMALL_CONV},
                                     {"name": "digits", "dataset": "emnist_digits", "net": _SMALL_CONV}],
                        "methods": ["baseline", "finetune:digits", "kf:letters", "kf:half_letters", "kf:digits"]},
+    # Table 4, C100 column: Chen (2017)'s CIFAR-100 net as teacher, the student with half its channels (stand-in)
+    "cifar100_kd": {"dataset": "cifar100", "student": _SMALL_CONV,
+                    "teachers": [{"name": "wide", "net": {"convs": [[64, 3, 2], [128, 3, 2]], "hidden": [512]}}],
+                    "methods": ["baseline", "kd:wide", "kf:wide"]},
     # Table 3 (stand-in net)
     "cifar10": {"dataset": "cifar10", "student": _SMALL_CONV,
                 "teachers": [{"name": "c100", "dataset": "cifar100", "net": _SMALL_CONV},
@@ -605,6 +622,130 @@ def experiment_args(name: str, overrides: dict | None = None) -> SupArgs:
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment '{name}'; choose one of {', '.join(EXPERIMENTS)}")
     return SupArgs.from_dict({**EXPERIMENTS[name], **(overrides or {})})
+
+
+# Which paper table and row each preset reproduces, and which paper column each of its methods fills. The
+# digits rows are offline stand-ins: the paper has no number for them.
+PAPER_ROWS = {
+    "cifar10": ("Table 3", "C10", {"baseline": "Baseline Densenet", "finetune:c100": "Fine-tune from C100",
+                                   "finetune:svhn": "Fine-tune from SVHN", "kf:c100+svhn": "Ours (C100, SVHN)"}),
+    "cifar100": ("Table 3", "C100", {"baseline": "Baseline Densenet", "finetune:c10": "Fine-tune from C10",
+                                     "finetune:svhn": "Fine-tune from SVHN", "kf:c10+svhn": "Ours (C10, SVHN)"}),
+    "mnist_kd": ("Table 4", "MNIST", {"baseline": "Student alone", "kd:mlp1200": "KD Hinton et al. (2015)",
+                                      "kf:mlp1200": "Ours"}),
+    "mnist_kd_wo3": ("Table 4", "MNIST w/o digit '3'", {"baseline": "Student alone",
+                                                        "kd:mlp1200": "KD Hinton et al. (2015)", "kf:mlp1200": "Ours"}),
+    "cifar100_kd": ("Table 4", "C100", {"baseline": "Student alone", "kd:wide": "KD Hinton et al. (2015)",
+                                        "kf:wide": "Ours"}),
+    "digits_kd": ("Table 4", "digits (offline stand-in for MNIST)",
+                  {"baseline": "Student alone", "kd:big": "KD Hinton et al. (2015)", "kf:big": "Ours"}),
+    "digits_kd_wo3": ("Table 4", "digits w/o digit '3' (offline stand-in)",
+                      {"baseline": "Student alone", "kd:big": "KD Hinton et al. (2015)", "kf:big": "Ours"}),
+    "emnist_letters": ("Table 5", "EMNIST Letters", {"baseline": "Baseline",
+                                                     "finetune:digits": "Fine-tune from EMNIST digits",
+                                                     "kf:letters": "Ours (EMNIST letters)",
+                                                     "kf:half_letters": "Ours (EMNIST half letters)",
+                                                     "kf:digits": "Ours (EMNIST digit)"}),
+    "digits_transfer": ("Table 5", "digits (offline stand-in for EMNIST Letters)",
+                        {"baseline": "Baseline", "finetune:half": "Fine-tune from half digits",
+                         "kf:expert": "Ours (digits: expert)", "kf:half": "Ours (half digits: semi-expert)"}),
+    "stl10": ("Table 6", "STL-10", {"baseline": "Baseline", "finetune:c10": "Fine-tune from C10",
+                                    "finetune:c100": "Fine-tune from C100", "kf:c100": "Ours (C100)",
+                                    "kf:c10+c100": "Ours (C10,C100)"}),
+}
+# Reported rows no preset reproduces, and why
+NOT_REPRODUCED = {
+    ("Table 4", "Imagenet"): "no ImageNet preset (paper: ResNet-50 teacher, ResNet-18 student on ILSVRC-2012; this "
+                             "program holds whole datasets in memory, which ImageNet does not fit)",
+}
+
+
+def experiment_datasets(args: SupArgs) -> list[str]:
+    """The datasets an experiment reads: its target, then its teachers' source datasets (once each)."""
+    return list(dict.fromkeys([args.dataset] + [t.get("dataset") or args.dataset for t in args.teachers]))
+
+
+def missing_data(args: SupArgs) -> list[tuple[str, Path, str]]:
+    """(dataset, expected path, fetch command) for every path the experiment reads that is absent under
+    ``args.data_dir``; checks paths only (no torchvision import), as :func:`dataset` does before reading."""
+    out = []
+    for name in experiment_datasets(args):
+        if name == "digits":
+            continue
+        for split in ("train", "test"):
+            p = expected_path(name, args.data_dir, split)
+            if not p.exists() and p not in [q for _, q, _ in out]:
+                out.append((name, p, fetch_command(name, args.data_dir, split)))
+    return out
+
+
+def unavailable(args: SupArgs) -> str | None:
+    """None when every dataset the experiment reads lies under data_dir; else the reason it is not run."""
+    miss = missing_data(args)
+    if not miss:
+        return None
+    classes = "/".join(dict.fromkeys(TORCHVISION[n][0] for n, _, _ in miss))
+    return (f"dataset unavailable (expected {', '.join(str(p) for _, p, _ in miss)}; get it with "
+            f"torchvision.datasets.{classes}(..., download=True) on a machine with internet access, exact "
+            f"commands under the tables, and copy it to {args.data_dir})")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pipeline's plan (config kf_supervised; papers/knowledge_flow/supervised.smk): pure functions of the
+# config, plus the data check, made when the Snakefile loads
+# ---------------------------------------------------------------------------------------------------
+TIER_TABLES = {"table3": "Table 3", "table4": "Table 4", "table5": "Table 5", "table6": "Table 6"}
+
+
+def tier_experiments(config: dict) -> list[str]:
+    """The tier's presets, in config order (experiments.table3, table4, table5, table6)."""
+    exps = config.get("kf_supervised", {}).get("experiments", {})
+    return [e for key in TIER_TABLES for e in exps.get(key, [])]
+
+
+def tier_args(config: dict, experiment: str, threads: int = 1) -> dict:
+    """The --args overrides of one experiment: the tier's args, the experiment's overrides, then data_dir,
+    seeds and threads."""
+    sup = config["kf_supervised"]
+    return {**sup.get("args", {}), **sup.get("overrides", {}).get(experiment, {}),
+            "data_dir": sup.get("data_dir", "data/"), "seeds": int(sup["seeds"]), "threads": int(threads)}
+
+
+def tier_plan(config: dict) -> dict[str, dict]:
+    """{experiment: {table, epochs, not_run, missing}} for the tier's presets. not_run is None when every dataset
+    the experiment reads lies under data_dir (checked now, without torchvision), else why it is not run; missing
+    lists [dataset, expected path, fetch command] of what is absent."""
+    out = {}
+    for e in tier_experiments(config):
+        args = experiment_args(e, tier_args(config, e))
+        out[e] = {"table": PAPER_ROWS[e][0], "epochs": args.epochs, "not_run": unavailable(args),
+                  "missing": [[n, str(p), cmd] for n, p, cmd in missing_data(args)]}
+    return out
+
+
+def check_tier_config(config: dict) -> None:
+    """Errors in the kf_supervised section, named before any job starts."""
+    sup = config.get("kf_supervised")
+    if sup is None:
+        return
+    seen = set()
+    for key, table in TIER_TABLES.items():
+        for e in sup.get("experiments", {}).get(key, []):
+            if e not in EXPERIMENTS:
+                raise ValueError(f"kf_supervised.experiments.{key}: unknown preset '{e}'; choose one of "
+                                 f"{', '.join(EXPERIMENTS)} (papers/knowledge_flow/supervised.py)")
+            if PAPER_ROWS[e][0] != table:
+                right = next(k for k, t in TIER_TABLES.items() if t == PAPER_ROWS[e][0])
+                raise ValueError(f"kf_supervised.experiments.{key}: preset '{e}' belongs to {PAPER_ROWS[e][0]}; "
+                                 f"list it under experiments.{right}")
+            if e in seen:
+                raise ValueError(f"kf_supervised.experiments: preset '{e}' is listed twice")
+            seen.add(e)
+            experiment_args(e, tier_args(config, e))             # unknown or mistyped SupArgs keys are named here
+    extra = sorted(set(sup.get("overrides", {})) - seen)
+    if extra:
+        raise ValueError(f"kf_supervised.overrides names {extra}, which kf_supervised.experiments does not list "
+                         f"(listed: {sorted(seen)})")
 
 
 def main(argv=None):

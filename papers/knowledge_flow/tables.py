@@ -20,11 +20,13 @@ from common.report import comparison_table, load_reported, plot_curves, plot_fac
 from common.stats import curve_to_grid, summarise
 
 
-def collect(runs: Path, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(runs: Path, method: str, games=None, max_seeds: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All-seeds table (method, game, seed, score) from eval.json, and the curves on a common grid."""
     rows, curves = [], []
     for ev in sorted(runs.glob("*/seed*/eval.json")):
         game, seed = ev.parent.parent.name, int(ev.parent.name.removeprefix("seed"))
+        if (games is not None and game not in games) or (max_seeds is not None and seed >= max_seeds):
+            continue
         rows.append({"method": method, "game": game, "seed": seed, "score": read_json(ev)["mean"]})
         c = pd.read_csv(ev.parent / "curve.csv")
         total = read_json(ev.parent / "config.json")["a2c"]["total_steps"]
@@ -144,6 +146,48 @@ def table2(a) -> None:
                 facet=["method", "game", "layer"], hue="candidate", y="pw", ylabel="p_w", ncols=3, sharey=True)
 
 
+def experiment(a) -> None:
+    """Table 1 or an ablation (knowledge_flow.experiments): paper vs ours where the paper gives a number."""
+    import json
+
+    spec, runs = json.loads(a.spec), Path(a.runs)
+    methods = (["baseline"] if spec.get("baseline") else []) + list(spec["runs"])
+    names = {m: (spec["runs"][m].get("column") or m) + " (ours)" if m in spec["runs"] else METHOD_NAMES[m]
+             for m in methods}
+    seeds, curves = [], []
+    for m in methods:
+        s_m, c_m = collect(runs / m, m, games=spec["games"], max_seeds=spec.get("seeds"))
+        seeds.append(s_m)
+        curves.append(c_m.assign(method=names[m]))
+    seeds, curves = pd.concat(seeds, ignore_index=True), pd.concat(curves, ignore_index=True)
+    ours = summarise(seeds, score="score", by=("method", "game"), k=a.top_k)
+    rep = load_reported(a.reported)
+    table_name = spec.get("paper_table", a.name)
+    n = int(seeds.groupby(["method", "game"]).seed.nunique().max())
+    if (rep["table"] == table_name).any():
+        cmap = {r.get("column", m): m for m, r in spec["runs"].items()}
+        cmap.update({c: "baseline" for c in spec.get("baseline_columns", [])} if spec.get("baseline") else {})
+        table = comparison_table(ours, rep, table_name, row_col="game", column_map=cmap)
+        what = "paper vs ours"
+    else:
+        table = ours.rename(columns={"game": "row"})
+        what = "ours (the paper gives no numbers for it)"
+    table["method"] = table["method"].map(lambda m: names.get(m, m))
+    with atomic_path(a.out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    caption = (f"Knowledge Flow {table_name} ({a.name}): {what}, {a.tier} tier. ours_topk = mean of the top {a.top_k} "
+               f"of {n} seeds; ours_iqm = all-seeds IQM with its 95% stratified-bootstrap interval; ratio = "
+               "ours_topk / paper. Paper numbers of the ablation figures are the final rewards quoted in the text.")
+    ind = independence_table(runs, [m for m in methods if m.startswith("kf")])
+    ind = ind[ind["game"].isin(spec["games"])]
+    ind["method"] = ind["method"].map(lambda m: names.get(m, m))
+    with atomic_path(a.out_md) as tmp:
+        tmp.write_text(to_markdown(table, caption) + "\n" + to_markdown(
+            ind, "Remaining teacher dependence 1 - p_w(student) at the end of training (0 = independent)"))
+    plot_facets(curves, a.out_fig, f"Knowledge Flow {table_name}: all seeds, mean and 95% CI ({a.tier} tier)",
+                facet="game", hue="method")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -157,8 +201,12 @@ def main(argv=None):
         t.add_argument(k, required=True)
     t.add_argument("--methods", nargs="+", required=True)
     t.add_argument("--top-k", type=int, default=3)
+    e = sub.add_parser("experiment")
+    for k in ("--name", "--spec", "--runs", "--tier", "--reported", "--out-csv", "--out-md", "--out-fig"):
+        e.add_argument(k, required=True)
+    e.add_argument("--top-k", type=int, default=3)
     a = ap.parse_args(argv)
-    {"baseline": baseline, "table2": table2}[a.what](a)
+    {"baseline": baseline, "table2": table2, "experiment": experiment}[a.what](a)
 
 
 if __name__ == "__main__":

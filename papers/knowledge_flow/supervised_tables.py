@@ -1,0 +1,213 @@
+"""Knowledge Flow Tables 3-6 (supervised): paper vs ours from the experiments' results.json (pure aggregation).
+
+  python -m papers.knowledge_flow.supervised_tables --runs runs/<tier>/knowledge_flow_supervised --tier <tier> \
+      --plan '{"digits_kd": {"table": "Table 4", "epochs": 3, "not_run": null, "missing": []}, ...}' \
+      --reported papers/knowledge_flow/reported.csv --out-csv S.csv --out-md S.md --out-fig S.png
+
+--plan is :func:`papers.knowledge_flow.supervised.tier_plan` as JSON: the tier's presets and, for each, why it
+was not run (None when it ran). Every reported row of Tables 3-6 appears in the output, with our number, or
+"not run: <reason>" (dataset unavailable, not in this tier, no preset), or marked as another work's number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from common.io import atomic_path, read_json
+from common.report import NOT_RUN, load_reported, to_markdown
+from papers.knowledge_flow.supervised import NOT_REPRODUCED, PAPER_ROWS, TIER_TABLES
+
+NOTES = {
+    "Table 3": "Paper: DenseNet-100/24 with standard augmentation; ours: a small conv net stand-in (two stride-2 "
+               "convs, fc 256), no augmentation. Teachers: experts of CIFAR-10/100 and SVHN.",
+    "Table 4": "Paper: Hinton et al. (2015)'s MLPs on MNIST (teacher 1200-1200, student 800-800; the same here), "
+               "Chen (2017)'s net on C100 (ours: a conv net stand-in, the student with half its channels), "
+               "ResNet-50 -> ResNet-18 on ImageNet. 'w/o digit 3': the student never sees a 3 in training; the "
+               "test set is complete. Digits rows: offline stand-ins on scikit-learn's 8x8 digits (MLP teacher "
+               "128-128, student 32-32); the paper has no number for them.",
+    "Table 5": "Paper: Chen (2017)'s MNIST net; ours: a small conv net stand-in. Teachers: experts of EMNIST letters "
+               "(expert), of the first 13 letters (semi-expert) and of EMNIST digits (non-expert). Digits row: "
+               "offline stand-in, teachers on all digits (expert) and on digits 0-4 (semi-expert). Cohen et al. "
+               "(2017) is another work's number, quoted by the paper.",
+    "Table 6": "Paper: Chen (2017)'s STL-10 net on the 5,000 labelled images; ours: a small conv net stand-in on "
+               "STL-10 resized to 32x32 (the CIFAR teachers' input). Zhao et al. (2015) and Thoma (2017) are other "
+               "works' numbers, quoted by the paper.",
+}
+COLUMNS = ["table", "row", "column", "experiment", "method", "paper", "ours", "ours_std", "n_seeds", "ratio",
+           "epochs", "selected", "ours_mixed", "independence"]
+OTHER_WORK = "other work (quoted by the paper)"
+
+
+def _not_run(reason: str) -> dict:
+    return {"ours": f"{NOT_RUN}: {reason}", "n_seeds": 0}
+
+
+def _ours(res: dict, method: str, paper: float) -> dict:
+    """Our summary of one method from results.json: mean/std test error over seeds, and for Knowledge Flow
+    the mixed net's error and the remaining dependence on the teachers."""
+    s = res["summary"][method]
+    rows = [r for r in res["rows"] if r["method"] == method]
+    mixed = [r["test_error_mixed"] for r in rows if r.get("test_error_mixed") is not None]
+    dep = [r["independence"] for r in rows if r.get("independence") is not None]
+    return {"ours": s["test_error_mean"], "ours_std": s["test_error_std"], "n_seeds": s["n_seeds"],
+            "ratio": s["test_error_mean"] / paper if np.isfinite(paper) and paper > 0 else np.nan,
+            "epochs": res["args"]["epochs"], "selected": ", ".join(f"{k}={v:g}" for k, v in s["selected"].items()),
+            "ours_mixed": float(np.mean(mixed)) if mixed else np.nan,
+            "independence": float(np.mean(dep)) if dep else np.nan}
+
+
+def build(runs, plan: dict, reported: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tables 3-6 paper vs ours (one row per table, dataset row and paper column) and the teachers' errors.
+
+    Rows: the paper's, in its order, then our stand-in rows (no paper number) of presets this tier lists.
+    ours = mean test error (%) over seeds of the exported student; ratio = ours / paper (< 1: ours lower).
+    """
+    runs = Path(runs)
+    rep = reported[reported["table"].isin(list(NOTES))]
+    by_row = {(t, r): e for e, (t, r, _) in PAPER_ROWS.items()}
+    keys = list(dict.fromkeys(zip(rep["table"], rep["row"])))
+    keys += [(t, r) for e, (t, r, _) in PAPER_ROWS.items() if e in plan and (t, r) not in keys]
+    keys.sort(key=lambda k: list(NOTES).index(k[0]))                    # stable: paper order within a table
+    out, teachers = [], []
+    for table, row in keys:
+        r = rep[(rep["table"] == table) & (rep["row"] == row)]
+        paper = dict(zip(r["column"], r["value_num"]))
+        exp = by_row.get((table, row))
+        methods = PAPER_ROWS[exp][2] if exp else {}
+        res = None
+        if exp in plan and plan[exp]["not_run"] is None:
+            f = runs / exp / "results.json"
+            if not f.exists():
+                raise FileNotFoundError(f"{f} is missing: run the pipeline's kf_supervised rule for '{exp}' first")
+            res = read_json(f)
+            teachers += [{"table": table, "experiment": exp, "teacher": n, "test error (%) on its source task": v}
+                         for n, v in res["teachers"].items()]
+        for column in list(paper) + [c for c in methods.values() if c not in paper]:
+            method = next((m for m, c in methods.items() if c == column), "")
+            rec = {"table": table, "row": row, "column": column, "experiment": exp or "", "method": method,
+                   "paper": paper.get(column, np.nan)}
+            if not exp:
+                rec.update(_not_run(NOT_REPRODUCED.get((table, row), "no preset in supervised.py reproduces this row")))
+            elif not method:
+                rec.update(ours=OTHER_WORK, n_seeds=0)
+            elif res is not None:
+                rec.update(_ours(res, method, rec["paper"]))
+            elif exp in plan:
+                rec.update(_not_run(plan[exp]["not_run"]))
+            else:
+                key = next(k for k, t in TIER_TABLES.items() if t == table)
+                rec.update(_not_run(f"not in this tier (add '{exp}' to kf_supervised.experiments.{key})"))
+            out.append(rec)
+    df = pd.DataFrame(out).reindex(columns=COLUMNS)
+    df["n_seeds"] = df["n_seeds"].fillna(0).astype(int)
+    df["epochs"] = pd.Series([int(e) if pd.notna(e) else np.nan for e in df["epochs"]], index=df.index,
+                             dtype=object)                               # shown as 5, not 5.000
+    return df, pd.DataFrame(teachers)
+
+
+def markdown(table: pd.DataFrame, teachers: pd.DataFrame, plan: dict, tier: str) -> str:
+    """One captioned table per paper table, the teachers' errors, and how to get the data that was missing."""
+    n = sorted(set(table.loc[table["n_seeds"] > 0, "n_seeds"]))
+    parts = [f"Knowledge Flow, supervised learning (Tables 3-6), {tier} tier. All numbers are top-1 test error in %: "
+             "**lower is better**. paper = the paper's number (mean of 3 seeds); ours = mean over "
+             f"{'/'.join(map(str, n)) if n else 'no (nothing ran)'} seed(s) of the exported student (no teacher, "
+             "Q or w), ours_std = its standard deviation over seeds; ratio = ours / paper (below 1: ours is lower). "
+             "Lambdas (KD: T, alpha) are chosen on a 10% validation split of the training set (selected); "
+             "ours_mixed = the student with its teachers, before export; independence = mean over seeds of "
+             "max_j 1 - p_w^j(student) (0: fully independent). Rows not run say why.\n"]
+    for t, note in NOTES.items():
+        sub = table[table["table"] == t].drop(columns=["table"])
+        parts.append(to_markdown(sub, f"Knowledge Flow {t} ({tier} tier): test error (%), lower is better; "
+                                      f"paper vs ours. {note}"))
+    if not teachers.empty:
+        parts.append(to_markdown(teachers, f"Teachers of the supervised experiments ({tier} tier): top-1 test error "
+                                           "(%) on their own source task"))
+    cmds = {}
+    for e in plan.values():
+        for name, path, cmd in e.get("missing", []):
+            cmds.setdefault(cmd, (name, path))
+    if cmds:
+        lines = ["**How to get the missing data.** This program never downloads: run these on a machine with internet "
+                 "access, copy what they fetch into kf_supervised.data_dir, and rerun the pipeline (the experiments "
+                 "run once their data is found).", ""]
+        lines += [f"- {name} (expected `{path}`): `{cmd}`" for cmd, (name, path) in cmds.items()]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def plot(table: pd.DataFrame, runs, path, title: str) -> Path:
+    """One panel per experiment that ran: ours per method (bar = mean, dots = seeds) and the paper's number
+    (black tick) where it has one; written atomically."""
+    runs, path = Path(runs), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ran = table[table["n_seeds"] > 0]
+    exps = list(dict.fromkeys(ran["experiment"]))
+    ncols = max(1, min(3, len(exps)))
+    nrows = max(1, math.ceil(len(exps) / ncols))
+    fig = Figure(figsize=(4.8 * ncols, 3.8 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, exp in zip(axes, exps):
+        sub = ran[ran["experiment"] == exp].reset_index(drop=True)
+        seeds = pd.DataFrame(read_json(runs / exp / "results.json")["rows"])
+        x = np.arange(len(sub))
+        ax.bar(x, sub["ours"].astype(float), color="C0", alpha=0.5, label="ours: mean")
+        for i, m in enumerate(sub["method"]):
+            e = seeds.loc[seeds["method"] == m, "test_error"]
+            ax.plot(np.full(len(e), i), e, "o", color="C0", ms=3, label="ours: seeds" if i == 0 else None)
+        mixed = sub["ours_mixed"].notna().to_numpy()
+        if mixed.any():
+            ax.plot(x[mixed], sub.loc[mixed, "ours_mixed"], "x", color="C3", ms=7,
+                    label="ours: mixed net, before export")
+        has = sub["paper"].notna().to_numpy()
+        if has.any():
+            ax.plot(x[has], sub.loc[has, "paper"], "_", color="k", ms=18, mew=2, label="paper")
+        ax.set_xticks(x, sub["column"], rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{sub['table'][0]}: {sub['row'][0]}", fontsize=9)
+        ax.set_ylabel("test error (%), lower is better")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    if not exps:
+        axes[0].text(0.5, 0.5, "no supervised experiment ran in this tier\n(the tables say why)", ha="center",
+                     va="center")
+        axes[0].set_axis_off()
+    for ax in axes[max(1, len(exps)):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    tmp = path.with_name(path.name + ".part.png")                       # keeps .png so savefig picks the format
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for k in ("--runs", "--tier", "--plan", "--reported", "--out-csv", "--out-md", "--out-fig"):
+        ap.add_argument(k, required=True)
+    a = ap.parse_args(argv)
+    plan = json.loads(a.plan)
+    table, teachers = build(a.runs, plan, load_reported(a.reported))
+    with atomic_path(a.out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(a.out_md) as tmp:
+        tmp.write_text(markdown(table, teachers, plan, a.tier))
+    plot(table, a.runs, a.out_fig, f"Knowledge Flow Tables 3-6 (supervised): test error (%), ours (mean and seeds) "
+                                   f"vs paper ({a.tier} tier)")
+
+
+if __name__ == "__main__":
+    from common.cli import run
+
+    run(main)
