@@ -420,7 +420,8 @@ def _check_finite(loss: torch.Tensor, what: str, step: int, args: GASArgs) -> No
 
 def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bool = True, real_loader=None,
             noise_only: bool = False, log: Callable[[dict], None] | None = None,
-            evaluate: Callable[[nn.Module], dict] | None = None) -> DistillResult:
+            evaluate: Callable[[nn.Module], dict] | None = None,
+            input_map: Callable[[torch.Tensor], torch.Tensor] | None = None) -> DistillResult:
     """Distil `teacher` into `student` (trained in place) by `args.method`; see the module docstring.
 
     `data_free` and `noise_only` are guards, not selectors (``args.method`` selects): ``data_free=True`` (the
@@ -428,6 +429,8 @@ def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bo
     ``method='kd_real', data_free=False, real_loader=...``. ``noise_only=True`` requires ``kd_noise``.
     `log(record)` and `evaluate(student) -> dict` (run under no_grad, student in eval mode) are called every
     ``log_every`` student steps. The teacher is frozen in place (eval mode, requires_grad False).
+    `input_map` (differentiable; default identity) maps generator / buffer / noise outputs to the models' input
+    space (e.g. a policy's frame scale, papers/gan_simulator/run.py); real batches are already in that space.
     """
     args = args.resolved()
     if args.method in DATA_FREE_METHODS and real_loader is not None:
@@ -456,6 +459,7 @@ def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bo
         if args.buffer_mix > 0:
             buffer = ExemplarBuffer(args.buffer_capacity, seed=args.seed)
     real = _real_batches(real_loader) if args.method == "kd_real" else None  # the only path to real data
+    to_input = input_map if input_map is not None else (lambda x: x)
 
     def student_batch() -> tuple[torch.Tensor, dict]:
         """The next student input batch and its provenance (counts per source)."""
@@ -467,16 +471,17 @@ def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bo
             if n_buf:
                 parts.append(buffer.sample(n_buf, device))
             counts["generator"], counts["buffer"] = args.batch_size - n_buf, n_buf
-            return torch.cat(parts), counts
+            with torch.no_grad():
+                return to_input(torch.cat(parts)), counts
         if real is not None:
             x = next(real).to(device)
             counts["real"] = len(x)
             return x, counts
         counts["noise"] = args.batch_size
-        return torch.randn(args.batch_size, *shape, device=device) * args.noise_std, counts
+        return to_input(torch.randn(args.batch_size, *shape, device=device) * args.noise_std), counts
 
     def generator_step(step: int) -> dict:
-        x = G(torch.randn(args.batch_size, args.latent_dim, device=device))
+        x = to_input(G(torch.randn(args.batch_size, args.latent_dim, device=device)))
         t_logits, t_feat = _logits_and_features(teacher(x))
         s_logits = None
         if args.w_adv:  # gradients flow through S to x only; S's parameters get none here
