@@ -34,6 +34,8 @@ REPORT_SECTIONS = []
 include: "common/teachers.smk"
 include: "papers/knowledge_flow/rules.smk"
 include: "papers/knowledge_flow/supervised.smk"
+include: "papers/hpr_distillation/rules.smk"
+include: "papers/gan_simulator/rules.smk"
 include: "common/report.smk"
 
 

@@ -24,6 +24,8 @@ def test_dry_run_every_tier(tier, tmp_path):
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / f"config/{tier}.yaml"), "--directory", str(tmp_path))
     assert "kf_train" in r.stdout and "kf_table2" in r.stdout and "report" in r.stdout
     assert "kf_supervised_tables" in r.stdout  # every tier builds Tables 3-6, with absent datasets shown not run
+    assert all(j in r.stdout for j in ("hpr_train", "hpr_table1", "hpr_sampling", "hpr_fig2"))  # H-PR
+    assert "gas_image_table" in r.stdout and "gas_modes_table" in r.stdout and "gas_policy" in r.stdout  # GAS
 
 
 def test_dry_run_slurm_profile(tmp_path):
@@ -78,5 +80,22 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     mnist = sup[(sup.row == "MNIST") & (sup.column == "Ours")].iloc[0]
     assert mnist.ours.startswith("not run: dataset unavailable (expected data/MNIST/raw")  # no data here: not run
     assert "Tables 3-6" in report and (tmp_path / "figures/smoke/knowledge_flow/supervised_errors.png").exists()
+    gas = pd.read_csv(tmp_path / "results/smoke/gan_simulator/images.csv")  # GAS: digits ran, MNIST rows not run
+    assert set(gas.loc[gas.n_seeds > 0, "experiment"]) == {"digits", "digits_modes"}
+    assert (gas.loc[(gas.experiment == "mnist") & (gas.method == "DAFL"), "published"] == 98.20).all()
+    modes = pd.read_csv(tmp_path / "results/smoke/gan_simulator/modes.csv")
+    assert {"DAFL", "ours (re-init + exemplar buffer)"} <= set(modes.method) and "c0: 5" in modes.columns
+    policy = pd.read_csv(tmp_path / "results/smoke/gan_simulator/policy.csv")
+    assert set(policy.game) == {"MinAtar/Breakout"} and {"teacher", "random policy"} <= set(policy.method)
+    assert "Generative Adversarial Simulator" in report
+    hpr = pd.read_csv(tmp_path / "results/smoke/hpr_distillation/table1.csv", keep_default_na=False)
+    ran = hpr[hpr.n_seeds > 0]  # H-PR Table 1: 3 architectures and the teachers on Breakout and Pong
+    assert set(ran.row) == {"Breakout", "Pong", "Geometric Mean"}
+    assert set(ran.method) == {"teacher", "proposed", "dist", "amn"}
+    fig4 = pd.read_csv(tmp_path / "results/smoke/hpr_distillation/fig4.csv")
+    assert set(fig4.loc[fig4.table == "steps_to_threshold", "sampler"]) == {"H-PR", "PR", "Uniform"}
+    for fig in ("fig3_curves", "fig4_curves", "fig5_curves", "fig2_state_values"):
+        assert (tmp_path / f"figures/smoke/hpr_distillation/{fig}.png").stat().st_size > 1000
+    assert (tmp_path / "teachers/smoke/dqn/Breakout/untrained/seed0/model.zip").exists() and "H-PR distillation" in report
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"), "--directory", str(tmp_path))
     assert "Nothing to be done" in r.stdout + r.stderr
