@@ -173,3 +173,21 @@ def test_plan_experiments_share_runs_and_override_lambdas():
     cfg["knowledge_flow"]["experiments"]["fig9_no_kl"]["runs"]["kf_seaquest_riverraid"]["kind"] = "untrained"
     with pytest.raises(ValueError, match="differs from another experiment's run of the same name"):
         plan.check(cfg)
+
+
+def test_table7_not_run_lists_the_paper_rows_and_says_why(tmp_path):
+    from papers.knowledge_flow.tables import main as tables_main
+
+    rep = "papers/knowledge_flow/reported.csv"
+    out = dict(csv=tmp_path / "t7.csv", md=tmp_path / "t7.md")
+    tables_main(["not_run", "--table", "Table 7", "--reason", "Distral is not implemented", "--tier", "t",
+                 "--reported", rep, "--out-csv", str(out["csv"]), "--out-md", str(out["md"])])
+    rows = list(csv.DictReader(open(out["csv"])))
+    assert len(rows) == 6  # 3 task triples x (Distral, Ours), Table 7 p.14
+    first = rows[0]
+    assert (first["row"], first["column"], first["paper"]) == ("KungFuMaster+Hero+Seaquest", "Distral", "27433")
+    assert all(r["ours"] == "not run: Distral is not implemented" for r in rows)
+    with pytest.raises(SystemExit, match="no rows of table 'Table 9'"):
+        tables_main(["not_run", "--table", "Table 9", "--reason", "x", "--tier", "t", "--reported", rep,
+                     "--out-csv", str(tmp_path / "x.csv"), "--out-md", str(tmp_path / "x.md")])
+    assert not (tmp_path / "x.csv").exists()

@@ -134,3 +134,33 @@ REPORT_SECTIONS.insert(0, {
               f"top {KF['top_k']}",
     "teachers": [f"{kf_plan.teacher_dir(config, TIER, g, k, a)}/eval.json" for g, k, a in kf_plan.all_teachers(config)],
 })
+
+
+KF_TABLE7_REASON = ("Distral (Teh et al. 2017; KL + ent 1 col) is not implemented: it trains three task policies "
+                    "together with a shared distilled policy, a multi-task learner the shared single-task A2C does "
+                    "not provide (issue 3)")
+
+
+rule kf_table7:
+    """Table 7 (Knowledge Flow vs Distral on three task triples): paper numbers only, shown as not run."""
+    input:
+        reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
+    output:
+        csv=f"results/{TIER}/knowledge_flow/table7.csv",
+        md=f"results/{TIER}/knowledge_flow/table7.md",
+    params:
+        reason=KF_TABLE7_REASON,
+    log:
+        f"logs/{TIER}/knowledge_flow/table7.log",
+    threads: 1
+    shell:
+        "{PY} -m papers.knowledge_flow.tables not_run --table 'Table 7' --reason {params.reason:q} --tier {TIER}"
+        " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} 2> {log}"
+
+
+REPORT_SECTIONS.append({
+    "title": "Knowledge Flow: Table 7 (vs Distral on task triples): not run",
+    "tables": [rules.kf_table7.output.md],
+    "figs": [],
+    "note": "The paper's numbers are listed so the gap is visible; nothing of ours is compared with them.",
+})

@@ -5,6 +5,7 @@
       --reported papers/knowledge_flow/reported.csv --out-csv T.csv --out-md T.md \
       --out-independence I.md --out-fig F.png --out-pw-fig P.png
   python -m papers.knowledge_flow.tables baseline --runs runs/<tier>/knowledge_flow/baseline ...   (A3C columns only)
+  python -m papers.knowledge_flow.tables not_run --table "Table 7" --reason "..." ...   (a table we do not run)
 """
 
 from __future__ import annotations
@@ -188,6 +189,22 @@ def experiment(a) -> None:
                 facet="game", hue="method")
 
 
+def not_run(a) -> None:
+    """A table of the paper that this repository does not run: its reported rows beside "not run: <why>"."""
+    rep = load_reported(a.reported)
+    rows = rep[rep["table"] == a.table]
+    if rows.empty:
+        raise SystemExit(f"{a.reported} has no rows of table '{a.table}': add them (copied from the paper) or "
+                         "fix the table name")
+    table = rows[["row", "column", "value", "source"]].rename(columns={"value": "paper"}).assign(
+        ours=f"not run: {a.reason}")
+    with atomic_path(a.out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    caption = f"Knowledge Flow {a.table}: paper only, {a.tier} tier. Not run here: {a.reason}."
+    with atomic_path(a.out_md) as tmp:
+        tmp.write_text(to_markdown(table.drop(columns="source"), caption) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -205,8 +222,11 @@ def main(argv=None):
     for k in ("--name", "--spec", "--runs", "--tier", "--reported", "--out-csv", "--out-md", "--out-fig"):
         e.add_argument(k, required=True)
     e.add_argument("--top-k", type=int, default=3)
+    n = sub.add_parser("not_run")
+    for k in ("--table", "--reason", "--tier", "--reported", "--out-csv", "--out-md"):
+        n.add_argument(k, required=True)
     a = ap.parse_args(argv)
-    {"baseline": baseline, "table2": table2, "experiment": experiment}[a.what](a)
+    {"baseline": baseline, "table2": table2, "experiment": experiment, "not_run": not_run}[a.what](a)
 
 
 if __name__ == "__main__":
