@@ -154,3 +154,42 @@ def test_a_run_is_a_pure_function_of_args_and_seed():
     teachers = {"big": train_teacher(args.teachers[0], args, task)[0]}
     a, b = (run_method("kf:big", {"lambda1": 0.1, "lambda2": 0.01}, 3, args, task, teachers) for _ in range(2))
     assert a == b
+
+
+def test_pw_is_recorded_per_epoch_normalised_and_leaves_the_run_unchanged(tmp_path):
+    import csv as _csv
+
+    from papers.knowledge_flow.supervised import experiment_args, run_method, train_teacher
+
+    args = experiment_args("digits_transfer", {"epochs": 3, "teachers": [{"name": "expert", "net": {"hidden": [16, 16]}},
+                                                                         {"name": "half", "classes": [0, 1, 2, 3, 4],
+                                                                          "net": {"hidden": [16, 16]}}],
+                                               "student": {"hidden": [16, 16]}})
+    task = make_task("digits")
+    teachers = {n: train_teacher(s, args, task)[0] for n, s in zip(("expert", "half"), args.teachers)}
+    log = []
+    with_log = run_method("kf:expert+half", {"lambda1": 0.1, "lambda2": 0.01}, 2, args, task, teachers, log)
+    assert with_log == run_method("kf:expert+half", {"lambda1": 0.1, "lambda2": 0.01}, 2, args, task, teachers)
+    assert log[0]["epoch"] == 0 and log[0]["step"] == 0 and log[0]["candidate"] == "student"
+    assert sorted({r["epoch"] for r in log}) == [0, 1, 2, 3]
+    assert {r["candidate"] for r in log} == {"student", "teacher 0", "teacher 1"}
+    assert {(r["candidate"], r["teacher"]) for r in log if r["candidate"] != "student"} == \
+        {("teacher 0", "expert"), ("teacher 1", "half")}
+    sums = {}
+    for r in log:
+        sums[(r["epoch"], r["layer"])] = sums.get((r["epoch"], r["layer"]), 0.0) + r["p_w"]
+    assert len(sums) == 4 * 2 and all(abs(v - 1) < 1e-6 for v in sums.values())
+    assert all(r["p_w"] == pytest.approx(1 / 3) for r in log if r["epoch"] == 0)     # w = 0: uniform
+    last = [r for r in log if r["epoch"] == 3 and r["candidate"] == "student"]
+    assert max(1 - r["p_w"] for r in last) == pytest.approx(with_log["independence"])
+    # the program: pw.csv beside results.csv, every final kf run (each seed), none for the other methods
+    main(["--experiment", "digits_kd", "--out", str(tmp_path), "--args",
+          "{epochs: 2, seeds: 2, lambda1_grid: [0.1], lambda2_grid: [0.01, 0.05], kd_temperature_grid: [4.0], "
+          "kd_alpha_grid: [0.9], methods: [baseline, kf:big]}"])
+    rows = list(_csv.DictReader(open(tmp_path / "pw.csv")))
+    assert list(rows[0]) == ["preset", "method", "seed", "epoch", "step", "layer", "candidate", "teacher", "source",
+                             "p_w"]
+    assert rows[0]["epoch"] == "0" and {r["preset"] for r in rows} == {"digits_kd"}
+    assert {r["method"] for r in rows} == {"kf:big"} and {r["seed"] for r in rows} == {"0", "1"}
+    assert len(rows) == 2 * 3 * 2 * 2                                   # seeds x (epochs + 1) x layers x candidates
+    assert "pw" not in json.loads((tmp_path / "results.json").read_text())

@@ -151,3 +151,55 @@ def test_a_tier_that_runs_nothing_still_shows_every_paper_row(tmp_path):
     assert table["ours"].str.startswith(("not run: ", st.OTHER_WORK)).all()
     assert "no (nothing ran)" in st.markdown(table, teachers, {}, "recorded")
     assert st.plot(table, tmp_path, tmp_path / "f.png", "t").stat().st_size > 1000   # a placeholder figure
+
+
+def write_pw(runs: Path, exp: str, method: str, teachers: list, layers=("fc1", "fc2"), seeds=(0, 1), epochs=3):
+    """A pw.csv as papers.knowledge_flow.supervised.write_results leaves it: p_w(student) rising from uniform."""
+    rows = []
+    for seed in seeds:
+        for epoch in range(epochs + 1):
+            for layer in layers:
+                k = len(teachers) + 1
+                student = 1 / k + (1 - 1 / k) * epoch / epochs * (0.8 + 0.1 * seed)
+                rows.append({"preset": exp, "method": method, "seed": seed, "epoch": epoch, "step": 10 * epoch,
+                             "layer": layer, "candidate": "student", "teacher": "", "source": "student",
+                             "p_w": student})
+                rows += [{"preset": exp, "method": method, "seed": seed, "epoch": epoch, "step": 10 * epoch,
+                          "layer": layer, "candidate": f"teacher {m}", "teacher": t, "source": f"t{m}.{layer}",
+                          "p_w": (1 - student) / len(teachers)} for m, t in enumerate(teachers)]
+    (runs / exp).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(runs / exp / "pw.csv", index=False)
+
+
+def test_pw_figure_from_hand_made_pw_csv(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    digits_kd(runs)
+    write_pw(runs, "digits_kd", "kf:big", ["big"])
+    pw = st.pw_curves(runs, PLAN)                                        # mnist_kd did not run: no rows, no error
+    assert set(pw["preset"]) == {"digits_kd"} and pw.groupby(["seed", "epoch", "layer"])["p_w"].sum().sub(1).abs().max() < 1e-9
+    assert pw["teacher"].tolist()[:2] == ["", "big"]
+    st.main(["--runs", str(runs), "--tier", "smoke", "--plan", json.dumps(PLAN),
+             "--reported", str(Path(st.__file__).with_name("reported.csv")), "--out-csv", str(out / "t.csv"),
+             "--out-md", str(out / "t.md"), "--out-fig", str(out / "f.png"), "--out-pw-fig", str(out / "pw.png")])
+    assert (out / "pw.png").stat().st_size > 1000
+    md = (out / "t.md").read_text()
+    assert "**Figure pw.png.**" in md and "Shown: digits_kd (kf:big: teacher 0 = big)" in md
+    assert "Fig. 7" in md and "cifar10 (not in this tier)" in md
+    # a two-teacher preset standing in for the paper's Fig. 7, next to a preset whose data is absent
+    plan = {"cifar10": {"table": "Table 3", "epochs": 2, "not_run": None, "missing": []},
+            "stl10": {"table": "Table 6", "epochs": 2, "not_run": "dataset unavailable (expected data/stl10_binary)"}}
+    write_pw(runs, "cifar10", "kf:c100+svhn", ["c100", "svhn"], layers=("conv1", "conv2", "fc1"), seeds=(0, 1, 2))
+    pw = st.pw_curves(runs, plan)
+    assert set(pw["candidate"]) == {"student", "teacher 0", "teacher 1"} and set(pw["preset"]) == {"cifar10"}
+    cap = st.pw_caption(plan, pw, "paper")
+    assert "cifar10 (kf:c100+svhn: teacher 0 = c100, teacher 1 = svhn)" in cap
+    assert "stl10 (not run: dataset unavailable)" in cap and "emnist_letters (not in this tier)" in cap
+    assert st.plot_pw(pw, tmp_path / "pw7.png", "t").stat().st_size > 1000
+    assert st.pw_label("cifar10") == "cifar10 (paper Fig. 7)"
+
+
+def test_pw_figure_placeholder_and_missing_pw_csv(tmp_path):
+    empty = st.pw_curves(tmp_path, {})
+    assert empty.empty and st.plot_pw(empty, tmp_path / "pw.png", "t").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="digits_kd/pw.csv is missing: rerun the pipeline's kf_supervised"):
+        st.pw_curves(tmp_path, PLAN)

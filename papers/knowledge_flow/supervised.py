@@ -25,8 +25,10 @@ not run, with the expected paths and how to get the data. By hand::
     python -m papers.knowledge_flow.supervised --experiment digits_kd --out runs/kf_sup/digits_kd \\
         --args '{epochs: 20, seeds: 3}'
 
-It writes ``results.json`` (resolved args, teachers' errors, per-method summary) and ``results.csv`` (one
-row per method and seed), both atomically.
+It writes ``results.json`` (resolved args, teachers' errors, per-method summary), ``results.csv`` (one
+row per method and seed) and ``pw.csv`` (the normalised weights p_w of every candidate -- 'student',
+'teacher 0', ... -- per student layer, at the start and after every epoch, for every final Knowledge Flow
+run: the data of the paper's Fig. 7), all atomically.
 
 Choices where the paper is silent:
 
@@ -340,14 +342,21 @@ class HintonKD:
         pass
 
 
-def fit(model: nn.Module, train: Split, objective, epochs: int, batch_size: int, lr: float, seed: int) -> nn.Module:
-    """Adam on `objective` for `epochs` passes over `train` in seeded random minibatches."""
+def fit(model: nn.Module, train: Split, objective, epochs: int, batch_size: int, lr: float, seed: int,
+        on_epoch=None) -> nn.Module:
+    """Adam on `objective` for `epochs` passes over `train` in seeded random minibatches.
+
+    ``on_epoch(epoch, step)``, if given, is called before training (epoch 0, step 0) and after every epoch
+    (epoch e = epochs done, step = optimiser steps done); it must only read the model (no random numbers), so
+    the run is the same with or without it."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
     n = len(train.y)
     total = epochs * math.ceil(n / batch_size)
     step = 0
     model.train()
+    if on_epoch is not None:
+        on_epoch(0, 0)
     for epoch in range(epochs):
         for idx in torch.randperm(n, generator=g).split(batch_size):
             loss, _ = objective.loss(model, train.x[idx], train.y[idx], step / total, step)   # progress as in A2C
@@ -359,6 +368,8 @@ def fit(model: nn.Module, train: Split, objective, epochs: int, batch_size: int,
             opt.step()
             objective.after_update(model, None)
             step += 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, step)
     return model.eval()
 
 
@@ -485,9 +496,30 @@ def train_teacher(spec: dict, args: SupArgs, target: Task) -> tuple[ClassifierNe
     return net.requires_grad_(False).eval(), top1_error(net, task.test)
 
 
-def run_method(method: str, params: dict, seed: int, args: SupArgs, task: Task, teachers: dict) -> dict:
+def pw_recorder(kf: KnowledgeFlowStudent, method: str, seed: int, teacher_names: list[str], out: list):
+    """An ``on_epoch`` callback for :func:`fit` that appends p_w of every candidate per student layer to `out`:
+    {method, seed, epoch, step, layer, candidate, teacher, source, p_w}. Candidates are named as in the RL
+    runner's figures (tables.pw_curves): 'student', 'teacher 0', 'teacher 1', ... in the order of the
+    method's teachers; ``teacher`` gives the teacher's name, ``source`` the mixing code's candidate
+    (``t0.fc1``). Reads ``kf.pw()`` (a softmax of w) only, so recording leaves the run unchanged."""
+    def record(epoch: int, step: int) -> None:
+        with torch.no_grad():
+            for layer, p in kf.pw().items():
+                for k, src in enumerate(kf.candidates[layer]):
+                    m = None if k == 0 else kf.sources[layer][k - 1][0]
+                    out.append({"method": method, "seed": seed, "epoch": epoch, "step": step, "layer": layer,
+                                "candidate": "student" if m is None else f"teacher {m}",
+                                "teacher": "" if m is None else teacher_names[m], "source": src,
+                                "p_w": float(p[k])})
+    return record
+
+
+def run_method(method: str, params: dict, seed: int, args: SupArgs, task: Task, teachers: dict,
+               pw_log: list | None = None) -> dict:
     """Train one student with `method` and `params` ({lambda1, lambda2} or {temperature, alpha}) from
-    `seed`; returns its validation and test error (the exported student's, for kf)."""
+    `seed`; returns its validation and test error (the exported student's, for kf). For kf, p_w of every
+    candidate per student layer at the start and after every epoch is appended to `pw_log` if given
+    (:func:`pw_recorder`)."""
     kind, _, rest = method.partition(":")
     names = [n for n in rest.split("+") if n]
     seed_everything(seed)
@@ -510,7 +542,8 @@ def run_method(method: str, params: dict, seed: int, args: SupArgs, task: Task, 
         kf = KnowledgeFlowStudent(student, ts, links, example_obs=task.train.x[:1])
         objective = KnowledgeFlowObjective(KFArgs(lambda1=params["lambda1"], lambda2=params["lambda2"],
                                                   theta_old=args.theta_old, ema_alpha=args.ema_alpha))
-        fit(kf, task.train, objective, args.epochs, args.batch_size, args.lr, seed)
+        record = None if pw_log is None else pw_recorder(kf, method, seed, names, pw_log)
+        fit(kf, task.train, objective, args.epochs, args.batch_size, args.lr, seed, on_epoch=record)
         row.update(test_error_mixed=top1_error(kf, task.test),
                    independence=student_independence(kf)["max"])
         model = export_student(kf)
@@ -529,7 +562,8 @@ def grid(method: str, args: SupArgs) -> list[dict]:
 
 def run_experiment(args: SupArgs, log=print) -> dict:
     """Teachers, then for every method: hyper-parameters chosen on validation (first seed), then `seeds`
-    runs; returns {'teachers', 'summary', 'rows', 'selection', 'args'} (errors in %)."""
+    runs; returns {'teachers', 'summary', 'rows', 'selection', 'args', 'pw'} (errors in %; 'pw': the p_w
+    records of every final Knowledge Flow run, see :func:`pw_recorder`)."""
     torch.set_num_threads(args.threads)
     task = make_task(args.dataset, args.classes, args.drop_train_classes, data_dir=args.data_dir,
                      val_fraction=args.val_fraction, image_size=args.image_size, split_seed=args.split_seed)
@@ -537,24 +571,33 @@ def run_experiment(args: SupArgs, log=print) -> dict:
     for spec in args.teachers:
         teachers[spec["name"]], teacher_err[spec["name"]] = train_teacher(spec, args, task)
         log(f"teacher {spec['name']}: test error {teacher_err[spec['name']]:.2f}%")
-    rows, selection, summary = [], {}, {}
+    rows, selection, summary, pw = [], {}, {}, []
     for method in args.methods:
-        tried = [run_method(method, p, 0, args, task, teachers) for p in grid(method, args)]
-        best = min(tried, key=lambda r: r["val_error"])           # ties: first in grid order
+        logs = [[] for _ in grid(method, args)]
+        tried = [run_method(method, p, 0, args, task, teachers, lg) for p, lg in zip(grid(method, args), logs)]
+        i_best = min(range(len(tried)), key=lambda i: tried[i]["val_error"])   # ties: first in grid order
+        best = tried[i_best]
         params = {k: best[k] for k in grid(method, args)[0]}
         selection[method] = [{k: r[k] for k in (*params, "val_error")} for r in tried]
-        runs = [best] + [run_method(method, params, s, args, task, teachers) for s in range(1, args.seeds)]
+        pw += logs[i_best]                                         # the selected run is the first seed's
+        runs = [best] + [run_method(method, params, s, args, task, teachers, pw) for s in range(1, args.seeds)]
         rows += runs
         errs = [r["test_error"] for r in runs]
         summary[method] = {"test_error_mean": float(np.mean(errs)), "test_error_std": float(np.std(errs)),
                            "n_seeds": len(errs), "selected": params}
         log(f"{method}: test error {np.mean(errs):.2f} +- {np.std(errs):.2f}% over {len(errs)} seeds {params}")
     return {"args": asdict(args), "teachers": teacher_err, "summary": summary, "rows": rows,
-            "selection": selection, "n_train": len(task.train.y), "n_val": len(task.val.y), "n_test": len(task.test.y)}
+            "selection": selection, "n_train": len(task.train.y), "n_val": len(task.val.y), "n_test": len(task.test.y),
+            "pw": pw}
+
+
+PW_COLUMNS = ["preset", "method", "seed", "epoch", "step", "layer", "candidate", "teacher", "source", "p_w"]
 
 
 def write_results(result: dict, out_dir) -> None:
-    """results.csv (one row per method and seed), then results.json (the run's completion marker)."""
+    """results.csv (one row per method and seed), pw.csv (p_w of every candidate per student layer and epoch,
+    every final Knowledge Flow run, :data:`PW_COLUMNS`; a header only when no kf method ran), then
+    results.json (the run's completion marker; without the p_w records)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = ["method", "seed", "lambda1", "lambda2", "temperature", "alpha", "val_error", "test_error",
@@ -563,7 +606,12 @@ def write_results(result: dict, out_dir) -> None:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(result["rows"])
-    write_json(out / "results.json", result)
+    preset = result.get("experiment", "")
+    with atomic_path(out / "pw.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=PW_COLUMNS)
+        w.writeheader()
+        w.writerows({"preset": preset, **r} for r in result.get("pw", []))
+    write_json(out / "results.json", {k: v for k, v in result.items() if k != "pw"})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -755,7 +803,7 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description="Supervised Knowledge Flow (Tables 3-6): teachers, baselines, KD, ours.")
     ap.add_argument("--experiment", required=True, help=f"one of {', '.join(EXPERIMENTS)}")
-    ap.add_argument("--out", required=True, help="output directory (results.json, results.csv)")
+    ap.add_argument("--out", required=True, help="output directory (results.json, results.csv, pw.csv)")
     ap.add_argument("--args", default="{}", help="SupArgs overrides as YAML/JSON, e.g. '{epochs: 5, seeds: 1}'")
     a = ap.parse_args(argv)
     args = experiment_args(a.experiment, parse_mapping(a.args))

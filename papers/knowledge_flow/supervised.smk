@@ -2,7 +2,9 @@
 # preset of papers/knowledge_flow/supervised.py (teachers, then every method with its lambdas chosen on
 # validation, then the seeds). Presets whose datasets are not under kf_supervised.data_dir are not run: that
 # is decided when this file loads, and the tables show those rows as "not run: dataset unavailable (...)".
-# Runs live in runs/<tier>/knowledge_flow_supervised/<experiment>/.
+# Runs live in runs/<tier>/knowledge_flow_supervised/<experiment>/ (results.json, results.csv, pw.csv: p_w of every
+# candidate per student layer and epoch of each Knowledge Flow run, drawn as figures/<tier>/knowledge_flow/
+# supervised_pw.png, the paper's Fig. 7 for the cifar10 preset).
 import json as _json
 
 from papers.knowledge_flow import supervised as kf_sup
@@ -19,6 +21,7 @@ rule kf_supervised:
     output:
         json=f"{KFS_RUNS}/{{experiment}}/results.json",
         csv=f"{KFS_RUNS}/{{experiment}}/results.csv",
+        pw=f"{KFS_RUNS}/{{experiment}}/pw.csv",
     wildcard_constraints:
         experiment="[a-z0-9_]+",
     params:
@@ -37,14 +40,17 @@ rule kf_supervised:
 
 
 rule kf_supervised_tables:
-    """Tables 3-6 paper vs ours (test error %), every reported row shown: ours, or not run and why."""
+    """Tables 3-6 paper vs ours (test error %), every reported row shown: ours, or not run and why; and p_w per
+    student layer over epochs of every Knowledge Flow run (Fig. 7 for cifar10; presets not run have no panel)."""
     input:
         results=[f"{KFS_RUNS}/{e}/results.json" for e in KFS_RUN],
+        pw=[f"{KFS_RUNS}/{e}/pw.csv" for e in KFS_RUN],
         reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
     output:
         csv=f"results/{TIER}/knowledge_flow/supervised_tables.csv",
         md=f"results/{TIER}/knowledge_flow/supervised_tables.md",
         fig=f"figures/{TIER}/knowledge_flow/supervised_errors.png",
+        pw_fig=f"figures/{TIER}/knowledge_flow/supervised_pw.png",
     params:
         plan=_json.dumps(KFS_PLAN),
     log:
@@ -54,18 +60,22 @@ rule kf_supervised_tables:
     threads: 1
     shell:
         "{PY} -m papers.knowledge_flow.supervised_tables --runs {KFS_RUNS} --tier {TIER} --plan {params.plan:q}"
-        " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} --out-fig {output.fig} 2> {log}"
+        " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} --out-fig {output.fig}"
+        " --out-pw-fig {output.pw_fig} 2> {log}"
 
 
 _kfs_not_run = [e for e in KFS_PLAN if e not in KFS_RUN]
 REPORT_SECTIONS.append({
     "title": "Knowledge Flow: Tables 3-6 (supervised; test error %, lower is better)",
     "tables": [rules.kf_supervised_tables.output.md],
-    "figs": [rules.kf_supervised_tables.output.fig],
+    "figs": [rules.kf_supervised_tables.output.fig, rules.kf_supervised_tables.output.pw_fig],
     "note": "Caveats: small stand-in nets replace DenseNet-100/24 and Chen (2017)'s models (Hinton's MLPs on MNIST "
             "are the paper's), no data augmentation, Adam for a fixed number of epochs; the digits rows are offline "
             "stand-ins with no paper number. Short budgets leave the student partly dependent on its teachers "
-            "(independence > 0), and the exported student then errs more than the mixed net (ours_mixed)."
+            "(independence > 0), and the exported student then errs more than the mixed net (ours_mixed). supervised_pw.png: "
+            "p_w per student layer over epochs (the paper's Fig. 7 is cifar10's; its Figs. 4, 5 plot accuracy on EMNIST "
+            "Letters, STL-10, whose runs' p_w the emnist_letters, digits_transfer stand-in and stl10 panels show); "
+            "its caption, under the tables, names the presets shown."
             + (f" Not run in this tier for want of data: {', '.join(_kfs_not_run)} (how to get it: under the tables)."
                if _kfs_not_run else ""),
     "budget": (f"Knowledge Flow supervised: {KFS['seeds']} seed(s) per method; epochs "

@@ -2,11 +2,16 @@
 
   python -m papers.knowledge_flow.supervised_tables --runs runs/<tier>/knowledge_flow_supervised --tier <tier> \
       --plan '{"digits_kd": {"table": "Table 4", "epochs": 3, "not_run": null, "missing": []}, ...}' \
-      --reported papers/knowledge_flow/reported.csv --out-csv S.csv --out-md S.md --out-fig S.png
+      --reported papers/knowledge_flow/reported.csv --out-csv S.csv --out-md S.md --out-fig S.png \
+      [--out-pw-fig P.png]
 
 --plan is :func:`papers.knowledge_flow.supervised.tier_plan` as JSON: the tier's presets and, for each, why it
 was not run (None when it ran). Every reported row of Tables 3-6 appears in the output, with our number, or
 "not run: <reason>" (dataset unavailable, not in this tier, no preset), or marked as another work's number.
+
+--out-pw-fig also draws the normalised weights p_w of every candidate ('student', 'teacher 0', ...) per student
+layer over epochs from the experiments' pw.csv (mean and 95% CI over seeds; :func:`pw_curves`, :func:`plot_pw`),
+one panel per preset, Knowledge Flow method and student layer, and adds its caption to the markdown.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import NOT_RUN, load_reported, to_markdown
-from papers.knowledge_flow.supervised import NOT_REPRODUCED, PAPER_ROWS, TIER_TABLES
+from common.report import NOT_RUN, load_reported, plot_facets, save_figure, to_markdown
+from papers.knowledge_flow.supervised import EXPERIMENTS, NOT_REPRODUCED, PAPER_ROWS, PW_COLUMNS, TIER_TABLES
 
 NOTES = {
     "Table 3": "Paper: DenseNet-100/24 with standard augmentation; ours: a small conv net stand-in (two stride-2 "
@@ -192,17 +198,103 @@ def plot(table: pd.DataFrame, runs, path, title: str) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------------------------------
+# p_w over training (pw.csv of each experiment). Only the paper's Fig. 7 plots p_w (C10, teachers C100 and
+# SVHN); its Figs. 4 (EMNIST Letters) and 5 (STL-10) plot top-1 test accuracy over epochs of the same
+# experiments, so for those presets the panels show p_w of the runs behind the figure, not the figure itself.
+# ---------------------------------------------------------------------------------------------------
+PW_FIGURES = {                   # short: a panel title is ~40 characters wide
+    "cifar10": "paper Fig. 7",
+    "emnist_letters": "runs of Fig. 4",
+    "digits_transfer": "Fig. 4 stand-in",
+    "stl10": "runs of Fig. 5",
+}
+
+
+def pw_label(experiment: str) -> str:
+    """The panel name of a preset: which paper figure it stands in for, or that the paper has none."""
+    return f"{experiment} ({PW_FIGURES.get(experiment, 'no paper fig.')})"
+
+
+def pw_curves(runs, plan: dict) -> pd.DataFrame:
+    """The pw.csv rows of every preset that ran (plan[e]['not_run'] is None), in plan order; a preset that
+    ran without pw.csv stops with the rule to rerun."""
+    runs, parts = Path(runs), []
+    for exp, p in plan.items():
+        if p.get("not_run") is not None:
+            continue
+        f = runs / exp / "pw.csv"
+        if not f.exists():
+            raise FileNotFoundError(f"{f} is missing: rerun the pipeline's kf_supervised rule for '{exp}' (runs made "
+                                    "before p_w was recorded lack it)")
+        df = pd.read_csv(f, dtype={"teacher": str}).fillna({"teacher": ""})     # "" = the student
+        parts.append(df.assign(preset=exp))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PW_COLUMNS)
+
+
+def pw_caption(plan: dict, pw: pd.DataFrame, tier: str) -> str:
+    """Which presets the p_w figure shows (those that ran with a Knowledge Flow method), which it lacks and why."""
+    shown = list(dict.fromkeys(pw["preset"])) if not pw.empty else []
+    fig_presets = [e for e in PW_FIGURES if e in EXPERIMENTS]
+    absent = [e for e in fig_presets if e not in shown]
+    why = {e: ("not in this tier" if e not in plan else "no Knowledge Flow run" if plan[e].get("not_run") is None
+               else "not run: dataset unavailable" if str(plan[e]["not_run"]).startswith("dataset unavailable")
+               else f"not run: {plan[e]['not_run']}") for e in absent}
+    teachers = {e: "; ".join(f"{m}: " + ", ".join(f"teacher {i} = {t}" for i, t in enumerate(m.partition(':')[2].split('+')))
+                             for m in dict.fromkeys(pw.loc[pw["preset"] == e, "method"]))
+                for e in shown}
+    return (f"Normalised weights p_w per student layer over training ({tier} tier): one panel per preset, Knowledge "
+            "Flow method and student layer; p_w of each candidate (the student's own layer, 'teacher m' = the "
+            "m-th teacher of the method) at the start (epoch 0) and after every epoch, mean and 95% bootstrap CI "
+            "over seeds. The paper plots p_w only in Fig. 7 (C10 with C100 and SVHN teachers: preset cifar10); "
+            "its Figs. 4 (EMNIST Letters) and 5 (STL-10) plot test accuracy over epochs, so the emnist_letters, "
+            "digits_transfer (offline stand-in for EMNIST Letters) and stl10 panels show p_w of the runs behind "
+            "those figures. Shown: " + (", ".join(f"{e} ({teachers[e]})" for e in shown) if shown else "nothing")
+            + "." + (" Not shown: " + ", ".join(f"{e} ({why[e]})" for e in absent) + "." if absent else ""))
+
+
+def plot_pw(pw: pd.DataFrame, path, title: str) -> Path:
+    """p_w over epochs per candidate, one panel per preset / method / layer (common.report.plot_facets); a
+    placeholder figure saying so when no Knowledge Flow run is there."""
+    if pw.empty:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = Figure(figsize=(7, 3), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no supervised Knowledge Flow run in this tier\n(the tables say why)", ha="center",
+                va="center")
+        ax.set_axis_off()
+        fig.suptitle(title, fontsize=9)
+        return save_figure(fig, path, dpi=110)
+    df = pw.assign(panel=[f"{pw_label(e)}\n{m} / {lay}" for e, m, lay in zip(pw["preset"], pw["method"], pw["layer"])])
+    width_chars = int(4.2 * min(3, df["panel"].nunique()) * 11)                 # plot_facets: 4.2 in a panel
+    title = "\n".join(textwrap.fill(line, width_chars) for line in title.split("\n"))
+    return plot_facets(df, path, title, facet="panel", hue="candidate", x="epoch", y="p_w", xlabel="epoch",
+                       ylabel="p_w", ncols=3, sharey=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for k in ("--runs", "--tier", "--plan", "--reported", "--out-csv", "--out-md", "--out-fig"):
         ap.add_argument(k, required=True)
+    ap.add_argument("--out-pw-fig", help="also draw p_w over epochs (from each experiment's pw.csv) here")
     a = ap.parse_args(argv)
     plan = json.loads(a.plan)
     table, teachers = build(a.runs, plan, load_reported(a.reported))
+    pw = pw_curves(a.runs, plan) if a.out_pw_fig else None
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
+    md = markdown(table, teachers, plan, a.tier)
+    if pw is not None:
+        md += f"\n**Figure {Path(a.out_pw_fig).name}.** {pw_caption(plan, pw, a.tier)}\n"
     with atomic_path(a.out_md) as tmp:
-        tmp.write_text(markdown(table, teachers, plan, a.tier))
+        tmp.write_text(md)
+    if pw is not None:
+        shown = ", ".join(dict.fromkeys(pw["preset"])) or "none"
+        plot_pw(pw, a.out_pw_fig, f"Knowledge Flow supervised ({a.tier} tier): p_w per student layer over epochs, "
+                                  f"mean and 95% CI over seeds\npaper Fig. 7 = cifar10 (p_w); Figs. 4 (EMNIST Letters), "
+                                  f"5 (STL-10) plot accuracy; presets shown: {shown}")
     plot(table, a.runs, a.out_fig, f"Knowledge Flow Tables 3-6 (supervised): test error (%), ours (mean and seeds) "
                                    f"vs paper ({a.tier} tier)")
 
