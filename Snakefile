@@ -36,6 +36,7 @@ include: "papers/knowledge_flow/rules.smk"
 include: "papers/knowledge_flow/supervised.smk"
 include: "papers/hpr_distillation/rules.smk"
 include: "papers/gan_simulator/rules.smk"
+include: "papers/cdrl/rules.smk"
 include: "common/report.smk"
 
 

@@ -10,6 +10,7 @@ Loss per update, on a rollout of ``n_steps`` x ``num_envs`` transitions::
     policy_loss = -mean(log pi(a|s) * A),  value_loss = mean((R - V(s))^2) / 2 (``loss_reduction=sum`` sums)
 
 with returns ``R = A + V`` from GAE(gamma, lambda) (lambda = 1 gives A3C's n-step returns).
+``gae_loss = False`` drops the first three terms (only hook losses and hook steps train the agent).
 
 Checkpoints and exact resume
 ----------------------------
@@ -65,6 +66,9 @@ class A2CArgs:
     """entropy bonus beta"""
     vf_coef: float = 0.5
     """value-loss weight"""
+    gae_loss: bool = True
+    """False drops the actor-critic loss (policy, value, entropy) from the update: only the hook trains the agent
+    (cA3C Fig. 3a's distillation-only student). Default True: the ordinary learner"""
     loss_reduction: str = "mean"
     """mean over the batch (A2C) or sum (the cA3C code sums over its rollout)"""
     optimizer: str = "adam"
@@ -385,19 +389,21 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
             pg_loss = -reduce(logp * batch.advantages)
             v_loss = 0.5 * reduce((batch.returns - out_seq.value) ** 2)
             ent = reduce(entropy)
-            loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent
+            loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent if args.gae_loss else None
             extra_loss, logs = hook.loss(agent, batch, out_seq)
             if extra_loss is not None:
-                loss = loss + extra_loss
-            if not torch.isfinite(loss):
+                loss = extra_loss if loss is None else loss + extra_loss
+            if loss is not None and not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss ({loss.item()}) at update {update} (step {update * per_update:,}) of "
                     f"{args.game} seed {args.seed}: lower lr (now {args.lr}) or check the reward scale and "
                     f"hook losses. The last checkpoint ({ckpt_path}) is kept; a rerun resumes from it.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm) if args.max_grad_norm > 0 else 0.0
-            opt.step()
+            grad_norm = 0.0
+            if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm) if args.max_grad_norm > 0 else 0.0
+                opt.step()
             logs.update(hook.after_update(agent, batch))
             if (update + 1) % stats_every_updates == 0 or update == n_updates - 1:
                 row = {"env_steps": (update + 1) * per_update, "policy_loss": pg_loss.item(),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MINATAR_PREFIX = "MinAtar/"
+SCREEN_HEIGHT, SCREEN_WIDTH = 210, 160   # the Atari 2600 screen ale-py renders
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 
@@ -55,10 +56,20 @@ class AtariProtocol:
     """training reward is sign(r); the reported score is always raw"""
     episodic_life: bool = True
     """a lost life is a bootstrap terminal for training; the game itself continues"""
+    crop_rows: list | None = None
+    """[top, bottom]: keep screen rows top..bottom-1 of the 210-row frame, then resize to size x size (via
+    80x80, as universe-starter-agent's 42x42 preprocessing, cA3C); None = ale-py's full-frame resize"""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "AtariProtocol":
-        return dataclass_from_dict(cls, d or {}, where="protocol")
+        p = dataclass_from_dict(cls, d or {}, where="protocol")
+        if p.crop_rows is not None:
+            c = p.crop_rows
+            if not (isinstance(c, (list, tuple)) and len(c) == 2 and 0 <= c[0] < c[1] <= SCREEN_HEIGHT):
+                raise ValueError(f"protocol: crop_rows must be [top, bottom] with 0 <= top < bottom <= "
+                                 f"{SCREEN_HEIGHT}, got {c!r} (cA3C: [34, 194])")
+            p.crop_rows = [int(c[0]), int(c[1])]
+        return p
 
 
 def dataclass_from_dict(cls, d: dict, where: str):
@@ -152,19 +163,22 @@ class AtariVec(VecEnv):
         self.protocol = p = protocol or AtariProtocol()
         self.game = game
         self.num_envs = num_envs
+        crop = p.crop_rows is not None  # then ale-py hands out the native screen and _crop resizes
         self._env = AtariVectorEnv(
             ale_game_id(game), num_envs,
             num_threads=num_threads,
             max_num_frames_per_episode=p.max_frames,
             repeat_action_probability=p.repeat_action_probability,
             full_action_space=p.full_action_space,
-            img_height=p.size, img_width=p.size, grayscale=True,
+            img_height=SCREEN_HEIGHT if crop else p.size, img_width=SCREEN_WIDTH if crop else p.size,
+            grayscale=True,
             stack_num=p.frame_stack, frameskip=p.frameskip, maxpool=True,
             noop_max=p.noop_max, use_fire_reset=p.fire_reset,
             episodic_life=False, life_loss_info=False, reward_clipping=False,
             autoreset_mode="SameStep",
         )
-        self.obs_shape = tuple(self._env.single_observation_space.shape)
+        self.obs_shape = ((p.frame_stack, p.size, p.size) if crop
+                          else tuple(self._env.single_observation_space.shape))
         self.n_actions = int(self._env.single_action_space.n)
         self._lives = np.zeros(num_envs, dtype=np.int64)
         self._init_accounting()
@@ -173,7 +187,23 @@ class AtariVec(VecEnv):
         obs, info = self._env.reset(seed=int(seed))
         self._lives = info["lives"].astype(np.int64)
         self._init_accounting()
-        return obs
+        return self._crop(obs)
+
+    def _crop(self, obs: np.ndarray | None) -> np.ndarray | None:
+        """crop_rows preprocessing (universe-starter-agent's _process_frame42 on a grey frame): keep rows
+        top..bottom-1, resize to 80x80, then to size x size (cv2's default bilinear); uint8 like ale-py's."""
+        if obs is None or self.protocol.crop_rows is None:
+            return obs
+        import cv2
+
+        top, bottom = self.protocol.crop_rows
+        n, k = obs.shape[:2]
+        out = np.empty((n, k, self.protocol.size, self.protocol.size), dtype=np.uint8)
+        for i in range(n):
+            for j in range(k):
+                f = cv2.resize(obs[i, j, top:bottom], (80, 80))
+                out[i, j] = cv2.resize(f, (self.protocol.size, self.protocol.size))
+        return out
 
     def step(self, actions: np.ndarray) -> Step:
         obs, raw, term, trunc, info = self._env.step(np.asarray(actions, dtype=np.int64))
@@ -186,8 +216,8 @@ class AtariVec(VecEnv):
             terminal |= (lives < self._lives) & ~game_over
         self._lives = lives
         reward = np.sign(raw) if self.protocol.clip_rewards else raw
-        final_obs = info["final_obs"] if trunc.any() and "final_obs" in info else None
-        return Step(obs, reward.astype(np.float32), terminal, trunc & ~term, final_obs, game_over,
+        final_obs = self._crop(info["final_obs"]) if trunc.any() and "final_obs" in info else None
+        return Step(self._crop(obs), reward.astype(np.float32), terminal, trunc & ~term, final_obs, game_over,
                     self._account(raw, game_over))
 
     def close(self):

@@ -48,6 +48,8 @@ class EvalProtocol:
     """must match what the policy was trained on"""
     size: int = 84
     """observation side; must match the policy"""
+    crop_rows: list | None = None
+    """screen rows kept before resizing (common.envs.AtariProtocol.crop_rows); must match the policy"""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "EvalProtocol":
@@ -65,7 +67,7 @@ def evaluate(agent: torch.nn.Module, game: str, protocol: EvalProtocol, seed: in
     env = make_vec_env(game, n, {
         "noop_max": p.noop_max, "max_frames": p.max_frames, "repeat_action_probability": p.repeat_action_probability,
         "full_action_space": p.full_action_space, "frame_stack": p.frame_stack, "size": p.size,
-        "clip_rewards": False, "episodic_life": False})
+        "crop_rows": p.crop_rows, "clip_rewards": False, "episodic_life": False})
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     quota = np.full(n, p.episodes // n) + (np.arange(n) < p.episodes % n)

@@ -19,6 +19,10 @@ def check_config(config: dict) -> None:
 
     kf_plan.check(config)
     KFArgs.from_dict({k: v for k, v in kf.get("kf", {}).items() if k != "links"})
+    if "cdrl" in config:
+        from papers.cdrl import plan as cdrl_plan
+
+        cdrl_plan.check(config)
     for g in list(kf["games"]) + list(kf.get("table2", {})) + kf_plan.all_teacher_games(config):
         if g.startswith("MinAtar/"):
             make_vec_env(g, 1).close()

@@ -26,6 +26,9 @@ def test_dry_run_every_tier(tier, tmp_path):
     assert "kf_supervised_tables" in r.stdout  # every tier builds Tables 3-6, with absent datasets shown not run
     assert all(j in r.stdout for j in ("hpr_train", "hpr_table1", "hpr_sampling", "hpr_fig2"))  # H-PR
     assert "gas_image_table" in r.stdout and "gas_modes_table" in r.stdout and "gas_policy" in r.stdout  # GAS
+    assert all(j in r.stdout for j in ("cdrl_expert", "cdrl_train", "cdrl_alignment", "cdrl_figure", "cdrl_fig5",
+                                       "cdrl_last100"))  # cA3C
+    assert "kf_table7" in r.stdout  # Table 7 (Distral) is in every report, as not run
 
 
 def test_dry_run_slurm_profile(tmp_path):
@@ -97,5 +100,13 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     for fig in ("fig3_curves", "fig4_curves", "fig5_curves", "fig2_state_values"):
         assert (tmp_path / f"figures/smoke/hpr_distillation/{fig}.png").stat().st_size > 1000
     assert (tmp_path / "teachers/smoke/dqn/Breakout/untrained/seed0/model.zip").exists() and "H-PR distillation" in report
+    last100 = pd.read_csv(tmp_path / "results/smoke/cdrl/last100.csv", keep_default_na=False)  # cA3C
+    assert (last100.loc[last100.paper.astype(str) == "68.35", "status"] ==
+            "not run: collaborative mode not implemented (issue 6)").all()
+    for fig in ("fig3_curves", "fig4_curves", "fig5_action_dists", "fig6_curves"):
+        assert (tmp_path / f"figures/smoke/cdrl/{fig}.png").stat().st_size > 1000
+    assert "not run: Distral" in (tmp_path / "results/smoke/knowledge_flow/table7.md").read_text()
+    assert (tmp_path / "figures/smoke/knowledge_flow/supervised_pw.png").stat().st_size > 1000
+    assert "Table 7" in report and "cA3C" in report
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"), "--directory", str(tmp_path))
     assert "Nothing to be done" in r.stdout + r.stderr

@@ -67,10 +67,12 @@ Choices where the paper is silent (each documented at its field or function as w
   own LSTM state, reset at episode starts and whenever distillation/alignment was off).
 * Offline alignment (Sec. 5.3, Fig. 6a) minimises the same KL, averaged over minibatches; the paper's
   offline F used ReLU, the code's online F ELU: :class:`AlignmentNet` takes either.
+  ``save_alignment`` records each F's layers/width/activation and ``offline_alignment`` rebuilds F with them.
 
-Not covered (yet)
------------------
-* Fig. 3a's "distillation only" student needs the learner to drop the GAE loss; the hook cannot.
+Not covered (yet), and where it went
+-----------------------------------
+* Fig. 3a's "distillation only" student: the learner drops its GAE loss with ``A2CArgs.gae_loss = False``
+  (papers/cdrl/train.py, method ``distill_only``); the hook itself is unchanged.
 * TODO collaborative mode (Sec. 5.4, Fig. 6d): two tasks (Pong, Bowling) trained *from scratch* side by
   side, each with its own learner, envs and optimiser. The source learner runs plain A2C; the target
   runs this hook with a teacher that is a *live view* of the source's current weights (no copy: the
@@ -212,6 +214,7 @@ class AlignmentNet(nn.Module):
         mods.append(nn.Linear(dims[-1], student_actions))
         self.mlp = nn.Sequential(*mods)                       # PyTorch default init
         self.teacher_actions, self.student_actions = teacher_actions, student_actions
+        self.layers, self.width, self.activation = layers, width, activation
 
     def forward(self, teacher_logits: torch.Tensor) -> torch.Tensor:
         return self.mlp(teacher_logits)
@@ -253,7 +256,8 @@ def train_alignment_offline(align: nn.Module, teacher_logits: torch.Tensor, expe
 def save_alignment(path: str | os.PathLike, nets: list[AlignmentNet]) -> None:
     """Write pre-trained F's (one per teacher, in the order of CA3CArgs.teachers) for `offline_alignment`."""
     torch_save({"alignment": [{k: v.detach().cpu() for k, v in f.state_dict().items()} for f in nets],
-                "shapes": [(f.teacher_actions, f.student_actions) for f in nets]}, path)
+                "shapes": [(f.teacher_actions, f.student_actions) for f in nets],
+                "arch": [{"layers": f.layers, "width": f.width, "activation": f.activation} for f in nets]}, path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,9 +375,15 @@ class CA3CHook(Hook):
         if [tuple(s) for s in d["shapes"]] != shapes:
             raise ValueError(f"offline alignment file {path} holds F's of shapes {d['shapes']}, but the teachers "
                              f"and student need {shapes} (one F per teacher, in the order of `teachers`)")
-        for f, sd in zip(self.alignment, d["alignment"]):
-            f.load_state_dict(sd)
-            f.requires_grad_(False)
+        device = next(self.student.parameters()).device
+        for m, sd in enumerate(d["alignment"]):
+            # the file's architecture wins over align_layers/align_width (e.g. Sec. 5.3's ReLU offline F)
+            arch = d.get("arch", [None] * len(d["alignment"]))[m]
+            if arch is not None:
+                f = self.alignment[m]
+                self.alignment[m] = AlignmentNet(f.teacher_actions, f.student_actions, **arch).to(device)
+            self.alignment[m].load_state_dict(sd)
+            self.alignment[m].requires_grad_(False)
 
     # -- schedule ---------------------------------------------------------------------------------
     def phase(self, step: int) -> tuple[bool, bool]:

@@ -1,0 +1,159 @@
+"""Which runs the cA3C figures need, and the arguments of each: pure functions of the config (config ``cdrl``),
+used by papers/cdrl/rules.smk and tested without Snakemake.
+
+The experiments are the paper's, fixed here; the config sets budgets and the step schedules::
+
+    cdrl:
+      seeds: 3                       # runs per curve (Fig. 6: "averaged over 3 runs")
+      experts: {steps: 20000000, seed: 100}      # Pong / Bowling experts (method a3c): teachers and offline F
+      a2c: {total_steps: 20000000}   # every student and baseline run (over train.PAPER_A2C)
+      ca3c: {}                       # CA3CArgs shared by every cA3C run (e.g. align_width)
+      eval: {episodes: 30}
+      alignment: {obs_steps: 20000, fit_steps: 20000}    # papers/cdrl/alignment.py AlignArgs
+      schedule: {fig3b_until: 1000000, fig4_from: 0, fig6a_from: 0, fig6b: [4000000, 6000000], fig6c: [100000, 1000000]}
+
+Runs (``runs/<tier>/cdrl/<run>/seed<k>/``) and what each figure shows:
+
+* Fig. 3 (Pong -> Pong): ``a3c_pong``; ``distill_only_pong`` (3a: the student learns from the teacher only);
+  ``homogeneous_pong`` (3b: GAE + policy-head distillation during the first ``fig3b_until`` steps).
+* Fig. 4 (Pong expert -> Bowling, no alignment, distilling from ``fig4_from``): ``a3c_bowling``;
+  ``kd_policy_bowling`` (4a) and ``kd_distill_bowling`` (4b).
+* Fig. 6 (Pong expert -> Bowling through F, distillation head): ``offline_bowling`` (6a, F fitted offline,
+  distilling from ``fig6a_from``), ``online_late_bowling`` (6b, T1/T2 = 4M/6M), ``online_early_bowling``
+  (6c, 0.1M/1M), beside ``a3c_bowling``. 6d (collaborative, both tasks from scratch) is not implemented:
+  its rows say so (:data:`NOT_RUN_COLLABORATIVE`).
+
+The paper does not say when Fig. 4's direct distillation or Fig. 6a's offline-F distillation start; both
+default to step 0 (no alignment to wait for), set by ``fig4_from`` / ``fig6a_from``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from papers.cdrl.train import RunArgs
+
+SOURCE, TARGET = "Pong", "Bowling"
+# run -> (game, method, teacher game or None, schedule key or None)
+RUNS = {
+    "a3c_pong": (SOURCE, "a3c", None),
+    "distill_only_pong": (SOURCE, "distill_only", SOURCE),
+    "homogeneous_pong": (SOURCE, "homogeneous", SOURCE),
+    "a3c_bowling": (TARGET, "a3c", None),
+    "kd_policy_bowling": (TARGET, "kd_policy", SOURCE),
+    "kd_distill_bowling": (TARGET, "kd_distill", SOURCE),
+    "offline_bowling": (TARGET, "kd_distill", SOURCE),
+    "online_late_bowling": (TARGET, "kd_distill", SOURCE),
+    "online_early_bowling": (TARGET, "kd_distill", SOURCE),
+}
+LABELS = {
+    "a3c_pong": "A3C", "distill_only_pong": "distillation only (3a)", "homogeneous_pong": "GAE + distillation (3b)",
+    "a3c_bowling": "A3C", "kd_policy_bowling": "KD-policy (4a)", "kd_distill_bowling": "KD-distill (4b)",
+    "offline_bowling": "cA3C offline F (6a)", "online_late_bowling": "cA3C online T1/T2 = fig6b (6b)",
+    "online_early_bowling": "cA3C online T1/T2 = fig6c (6c)",
+}
+FIGURES = {
+    "fig3": {"title": "Fig. 3: online homogeneous distillation, Pong expert -> Pong student",
+             "runs": ["a3c_pong", "distill_only_pong", "homogeneous_pong"]},
+    "fig4": {"title": "Fig. 4: Pong expert -> Bowling student without alignment (KD-policy, KD-distill)",
+             "runs": ["a3c_bowling", "kd_policy_bowling", "kd_distill_bowling"]},
+    "fig6": {"title": "Fig. 6a-c: Pong expert -> Bowling student through the deep alignment network",
+             "runs": ["a3c_bowling", "offline_bowling", "online_late_bowling", "online_early_bowling"]},
+}
+NOT_RUN_COLLABORATIVE = "not run: collaborative mode not implemented (issue 6)"
+SCHEDULE_KEYS = ("fig3b_until", "fig4_from", "fig6a_from", "fig6b", "fig6c")
+
+
+def expert_dir(config: dict, tier: str, game: str) -> str:
+    return f"runs/{tier}/cdrl/expert_{game.lower()}/seed{expert_seed(config)}"
+
+
+def expert_seed(config: dict) -> int:
+    """The experts' seed (100 unless cdrl.experts.seed says otherwise; also for tiers without a cdrl section)."""
+    return int(((config.get("cdrl") or {}).get("experts") or {}).get("seed", 100))
+
+
+def alignment_dir(tier: str) -> str:
+    return f"runs/{tier}/cdrl/alignment/{SOURCE.lower()}_to_{TARGET.lower()}"
+
+
+def run_seeds(config: dict) -> list[tuple[str, int]]:
+    """(run, seed) of every student and baseline run."""
+    return [(r, s) for r in RUNS for s in range(int(config["cdrl"]["seeds"]))]
+
+
+def ca3c_spec(config: dict, tier: str, run: str) -> dict:
+    """The CA3CArgs of one run (teachers as run directories), shared overrides under the run's own keys."""
+    game, method, teacher = RUNS[run]
+    if teacher is None:
+        return {}
+    s = config["cdrl"]["schedule"]
+    spec = {"distill_only_pong": {"distill_from": 0},
+            "homogeneous_pong": {"distill_from": 0, "distill_until": int(s["fig3b_until"])},
+            "kd_policy_bowling": {"use_alignment": False, "distill_from": int(s["fig4_from"])},
+            "kd_distill_bowling": {"use_alignment": False, "distill_from": int(s["fig4_from"])},
+            "offline_bowling": {"distill_from": int(s["fig6a_from"]),
+                                "offline_alignment": f"{alignment_dir(tier)}/alignment.pt"},
+            "online_late_bowling": {"align_from": int(s["fig6b"][0]), "distill_from": int(s["fig6b"][1])},
+            "online_early_bowling": {"align_from": int(s["fig6c"][0]), "distill_from": int(s["fig6c"][1])},
+            }[run]
+    return {**config["cdrl"].get("ca3c", {}), **spec, "teachers": [expert_dir(config, tier, teacher)]}
+
+
+def teacher_inputs(config: dict, tier: str, run: str) -> list[str]:
+    """The files one run needs before it starts: its teacher's model.pt (and the offline F)."""
+    game, method, teacher = RUNS[run]
+    files = [f"{expert_dir(config, tier, teacher)}/model.pt"] if teacher else []
+    if run == "offline_bowling":
+        files.append(f"{alignment_dir(tier)}/alignment.pt")
+    return files
+
+
+def _a2c(config: dict, game: str, seed: int, threads: int, device: str, **over) -> dict:
+    return {**config["cdrl"].get("a2c", {}), **over, "game": game, "seed": int(seed), "torch_threads": int(threads),
+            "device": device}
+
+
+def run_args(config: dict, tier: str, run: str, seed: int, threads: int, device: str) -> str:
+    """The RunArgs of one run (papers/cdrl/train.py) as JSON for the command line."""
+    game, method, _ = RUNS[run]
+    d = {"method": method, "a2c": _a2c(config, game, seed, threads, device), "ca3c": ca3c_spec(config, tier, run),
+         "eval": config["cdrl"].get("eval", {})}
+    if method == "a3c":
+        d.pop("ca3c")
+    RunArgs.from_dict(d)
+    return json.dumps(d)
+
+
+def expert_args(config: dict, game: str, threads: int, device: str) -> str:
+    """An expert = an A3C run of this runner on the expert budget and seed (papers/cdrl/README.md)."""
+    e = config["cdrl"]["experts"]
+    d = {"method": "a3c", "eval": config["cdrl"].get("eval", {}),
+         "a2c": _a2c(config, game, e.get("seed", 100), threads, device, total_steps=int(e["steps"]))}
+    RunArgs.from_dict(d)
+    return json.dumps(d)
+
+
+def check(config: dict) -> None:
+    """Config errors in the cdrl section, named before any job starts."""
+    c = config["cdrl"]
+    s = c.get("schedule", {})
+    missing = [k for k in SCHEDULE_KEYS if k not in s]
+    if missing:
+        raise KeyError(f"cdrl.schedule lacks {missing}: give fig3b_until, fig4_from, fig6a_from (env steps) and "
+                       "fig6b, fig6c as [T1, T2]")
+    total = int(c.get("a2c", {}).get("total_steps", 0))
+    for k in ("fig6b", "fig6c"):
+        if not (isinstance(s[k], list) and len(s[k]) == 2 and 0 <= s[k][0] <= s[k][1]):
+            raise ValueError(f"cdrl.schedule.{k} must be [T1, T2] with 0 <= T1 <= T2 (the paper's T2 > T1), "
+                             f"got {s[k]!r}")
+        if s[k][1] >= total:
+            raise ValueError(f"cdrl.schedule.{k}: T2 = {s[k][1]} is not below cdrl.a2c.total_steps = {total}: "
+                             "the run would never distil; scale the schedule with the budget")
+    for k in ("fig3b_until", "fig4_from", "fig6a_from"):
+        if not 0 <= int(s[k]) < total:
+            raise ValueError(f"cdrl.schedule.{k} = {s[k]} must be in [0, cdrl.a2c.total_steps = {total})")
+    for run in RUNS:
+        RunArgs.from_dict(json.loads(run_args(config, "check", run, 0, 1, "cpu")))
+    for g in (SOURCE, TARGET):
+        RunArgs.from_dict(json.loads(expert_args(config, g, 1, "cpu")))

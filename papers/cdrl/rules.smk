@@ -1,0 +1,155 @@
+# Collaborative Deep RL / cA3C (Lin, Wang & Zhou 2017): Figs. 3-6 and the last-100-episode table on Pong and
+# Bowling. Which runs and schedules: plan.py. Runs live in runs/<tier>/cdrl/<run>/seed<k>/, the experts
+# (teachers, offline-alignment data) in runs/<tier>/cdrl/expert_<game>/seed<expert seed>/.
+from papers.cdrl import plan as cdrl_plan
+
+CD = config.get("cdrl") or {}  # a tier without a cdrl section (config/recorded/*) leaves cA3C out
+CD_RUNS = f"runs/{TIER}/cdrl"
+CD_SEEDS = range(CD.get("seeds", 0))
+CD_EXPERTS = [cdrl_plan.expert_dir(config, TIER, g) for g in (cdrl_plan.SOURCE, cdrl_plan.TARGET)]
+CD_ALIGN = cdrl_plan.alignment_dir(TIER)
+
+
+rule cdrl_expert:
+    """A Pong or Bowling expert: an A3C run of papers/cdrl/train.py on the expert budget, evaluated."""
+    output:
+        model=f"{CD_RUNS}/expert_{{egame}}/seed{{eseed}}/model.pt",
+        eval=f"{CD_RUNS}/expert_{{egame}}/seed{{eseed}}/eval.json",
+    wildcard_constraints:
+        egame="pong|bowling",
+        eseed=str(cdrl_plan.expert_seed(config)),  # the seed expert_args trains with
+    params:
+        args=lambda wc, threads: cdrl_plan.expert_args(config, wc.egame.capitalize(), threads,
+                                                       config.get("device", "auto")),
+    log:
+        f"logs/{TIER}/cdrl/expert_{{egame}}_seed{{eseed}}.log",
+    benchmark:
+        f"benchmarks/{TIER}/cdrl/expert_{{egame}}_seed{{eseed}}.tsv"
+    threads: config.get("threads_per_run", 1)
+    resources:
+        mem_mb=4000,
+        runtime=lambda wc: 30 + CD["experts"]["steps"] // 12_000,  # minutes, at >= 200 steps/s
+    shell:
+        "{PY} -m papers.cdrl.train --out $(dirname {output.model}) --args '{params.args}' 2> {log}"
+
+
+rule cdrl_alignment:
+    """Offline deep alignment network (Sec. 5.3) from the two experts' logits on Bowling frames; Fig. 5's data."""
+    input:
+        source=f"{CD_EXPERTS[0]}/model.pt",
+        target=f"{CD_EXPERTS[1]}/model.pt",
+    output:
+        alignment=f"{CD_ALIGN}/alignment.pt",
+        dists=f"{CD_ALIGN}/action_dists.csv",
+        fit=f"{CD_ALIGN}/fit.json",
+    params:
+        args=lambda wc: __import__("json").dumps(CD.get("alignment", {})),
+    log:
+        f"logs/{TIER}/cdrl/alignment.log",
+    benchmark:
+        f"benchmarks/{TIER}/cdrl/alignment.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "{PY} -m papers.cdrl.alignment --source {input.source} --target {input.target}"
+        " --out $(dirname {output.alignment}) --args '{params.args}' 2> {log}"
+
+
+rule cdrl_train:
+    """One student or baseline run (plan.RUNS), trained and evaluated."""
+    input:
+        lambda wc: cdrl_plan.teacher_inputs(config, TIER, wc.run),
+    output:
+        curve=f"{CD_RUNS}/{{run}}/seed{{seed}}/curve.csv",
+        model=f"{CD_RUNS}/{{run}}/seed{{seed}}/model.pt",
+        eval=f"{CD_RUNS}/{{run}}/seed{{seed}}/eval.json",
+    wildcard_constraints:
+        run="|".join(cdrl_plan.RUNS),
+    params:
+        args=lambda wc, threads: cdrl_plan.run_args(config, TIER, wc.run, wc.seed, threads,
+                                                    config.get("device", "auto")),
+    log:
+        f"logs/{TIER}/cdrl/{{run}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{TIER}/cdrl/{{run}}_seed{{seed}}.tsv"
+    threads: config.get("threads_per_run", 1)
+    resources:
+        mem_mb=4000,
+        runtime=lambda wc: 30 + CD["a2c"]["total_steps"] // 12_000,  # minutes, at >= 200 steps/s
+    shell:
+        "{PY} -m papers.cdrl.train --out $(dirname {output.curve}) --args '{params.args}' 2> {log}"
+
+
+rule cdrl_figure:
+    """Fig. 3, 4 or 6a-c: all-seeds curves and a table of last-100 and evaluation scores (6d: not run)."""
+    input:
+        lambda wc: [f"{CD_RUNS}/{r}/seed{s}/eval.json" for r in cdrl_plan.FIGURES[wc.fig]["runs"] for s in CD_SEEDS],
+    output:
+        md=f"results/{TIER}/cdrl/{{fig}}.md",
+        fig=f"figures/{TIER}/cdrl/{{fig}}_curves.png",
+    wildcard_constraints:
+        fig="|".join(cdrl_plan.FIGURES),
+    log:
+        f"logs/{TIER}/cdrl/{{fig}}.log",
+    benchmark:
+        f"benchmarks/{TIER}/cdrl/{{fig}}.tsv"
+    threads: 1
+    shell:
+        "{PY} -m papers.cdrl.tables figure --fig {wildcards.fig} --runs {CD_RUNS} --tier {TIER}"
+        " --out-md {output.md} --out-fig {output.fig} 2> {log}"
+
+
+rule cdrl_fig5:
+    """Fig. 5: action distributions of the Pong expert, the Bowling expert and the aligned Pong expert."""
+    input:
+        dists=rules.cdrl_alignment.output.dists,
+        fit=rules.cdrl_alignment.output.fit,
+    output:
+        md=f"results/{TIER}/cdrl/fig5.md",
+        fig=f"figures/{TIER}/cdrl/fig5_action_dists.png",
+    log:
+        f"logs/{TIER}/cdrl/fig5.log",
+    benchmark:
+        f"benchmarks/{TIER}/cdrl/fig5.tsv"
+    threads: 1
+    shell:
+        "{PY} -m papers.cdrl.tables fig5 --dists {input.dists} --fit {input.fit} --tier {TIER}"
+        " --out-md {output.md} --out-fig {output.fig} 2> {log}"
+
+
+rule cdrl_last100:
+    """Sec. 5.4's last-100-episode reward table: paper vs ours; collaborative cA3C (6d) shown as not run."""
+    input:
+        evals=[f"{CD_RUNS}/{r}/seed{s}/eval.json" for r in cdrl_plan.FIGURES["fig6"]["runs"] for s in CD_SEEDS],
+        experts=[f"{d}/eval.json" for d in CD_EXPERTS],
+        reported=f"{workflow.basedir}/papers/cdrl/reported.csv",
+    output:
+        csv=f"results/{TIER}/cdrl/last100.csv",
+        md=f"results/{TIER}/cdrl/last100.md",
+    log:
+        f"logs/{TIER}/cdrl/last100.log",
+    benchmark:
+        f"benchmarks/{TIER}/cdrl/last100.tsv"
+    threads: 1
+    shell:
+        "{PY} -m papers.cdrl.tables last100 --runs {CD_RUNS} --tier {TIER} --experts {input.experts}"
+        " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} 2> {log}"
+
+
+if CD:
+  REPORT_SECTIONS.append({
+    "title": "Collaborative Deep RL (cA3C): Figs. 3-6 and the last-100-episode table",
+    "tables": [rules.cdrl_last100.output.md, rules.cdrl_fig5.output.md]
+              + [f"results/{TIER}/cdrl/{f}.md" for f in cdrl_plan.FIGURES],
+    "figs": [f"figures/{TIER}/cdrl/{f}_curves.png" for f in cdrl_plan.FIGURES] + [rules.cdrl_fig5.output.fig],
+    "note": "Caveats: a synchronous A2C with 8 envs stands in for the paper's 8 asynchronous A3C agents; teachers "
+            "are frozen experts trained by the same runner (Fig. 3a's teacher was still learning in the paper); "
+            "Fig. 6d (collaborative, both tasks from scratch) is not run: collaborative mode not implemented "
+            "(issue 6). Protocol: ale-py Pong/Bowling, frameskip 4, no sticky actions, up to 30 no-ops, one "
+            "42x42 frame cropped as the official code (papers/cdrl/README.md).",
+    "budget": f"cA3C: {CD['a2c']['total_steps']:,} env steps per run (paper: 20M), experts "
+              f"{CD['experts']['steps']:,}, {CD['seeds']} seeds",
+    # no "teachers": the report's teacher table is for SB3 zoo teachers; the experts' scores are in last100.md
+})

@@ -1,0 +1,213 @@
+"""One cA3C run (or its A3C baseline) with the shared A2C learner, then its evaluation.
+
+    python -m papers.cdrl.train --out DIR --args '<yaml/json>'
+
+``--args`` is a :class:`RunArgs` mapping::
+
+    method: a3c | homogeneous | kd_policy | kd_distill | distill_only
+    a2c: {game: Bowling, seed: 0, total_steps: 20000000, ...}     # common.a2c.A2CArgs over PAPER_A2C
+    ca3c: {teachers: [runs/.../expert_pong/seed100], align_from: 1000000, distill_from: 2000000, ...}
+    eval: {episodes: 30}                                          # common.evaluation.EvalProtocol
+
+Methods (papers/cdrl/method.py has the algorithm):
+
+* ``a3c``: the baseline, no teacher (also how experts/teachers are trained: see papers/cdrl/README.md);
+* ``homogeneous``: teacher logits straight into the policy head beside the GAE loss (Fig. 3b);
+* ``kd_policy`` / ``kd_distill``: a heterogeneous teacher into the policy / distillation head (Fig. 4a/4b with
+  ``use_alignment: false``; through an alignment network F otherwise: online with T1/T2 (Fig. 6b/6c) or
+  offline from ``offline_alignment``, a file of papers/cdrl/alignment.py (Fig. 6a));
+* ``distill_only``: the homogeneous hook with the learner's GAE loss off (``A2CArgs.gae_loss = false``): the
+  student learns from the teacher only, while acting in its own env (Fig. 3a).
+
+The method fixes ``ca3c.mode``; writing a different mode in ``ca3c`` is an error.
+
+Teachers are run directories of this runner (``model.pt`` = a CA3CNet policy file of common.a2c, with the
+protocol it was trained on); a ``model.pt`` path or a zoo directory is accepted as well
+(papers.cdrl.method.load_teachers). The teacher must read the student task's observations (same protocol).
+
+The run directory gets what every A2C run writes (``config.json``, ``curve.csv``: every training game's raw
+score, ``train_stats.csv`` with the cA3C phase/KL columns, ``model.pt``), ``run.json`` (the resolved run and
+what was built) and ``eval.json``: the trained policy alone under ``eval`` (raw score of whole games, the
+observation preprocessing copied from the training protocol), written last and atomically.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from common.a2c import A2CArgs, train
+from common.envs import dataclass_from_dict, make_vec_env
+from common.evaluation import EvalProtocol, evaluate
+from common.io import resolve_device, seed_everything, write_json
+from common.nets import make_net
+from papers.cdrl.method import CA3CArgs, CA3CHook, load_teachers
+
+METHODS = ("a3c", "homogeneous", "kd_policy", "kd_distill", "distill_only")
+MODE_OF = {"homogeneous": "homogeneous", "kd_policy": "kd_policy", "kd_distill": "kd_distill",
+           "distill_only": "homogeneous"}
+
+# The official code's settings (REFERENCE_NOTES §3), under any a2c keys a config gives.
+PAPER_PROTOCOL = {
+    "frame_stack": 1,            # one frame: the LSTM is the memory
+    "size": 42,                  # 42x42 grey ...
+    "crop_rows": [34, 194],      # ... from screen rows 34-193, resized via 80x80 (universe-starter-agent)
+    "clip_rewards": False,       # the code trains on raw rewards
+    "episodic_life": False,      # no life-loss terminals (gym's Atari envs of 2017 had none)
+}
+PAPER_A2C = {
+    "net": "ca3c",
+    "num_envs": 8,               # 8 agents per task (Sec. 5.2); synchronous stand-in for 8 A3C workers
+    "n_steps": 20,               # t_max = 20
+    "gamma": 0.99,
+    "gae_lambda": 1.0,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,              # 0.5 * (0.5 * sum (V - R)^2): the learner's value loss is already halved
+    "loss_reduction": "sum",     # sums over the rollout
+    "optimizer": "adam",
+    "lr": 1.0e-4,
+    "lr_decay": False,           # constant Adam 1e-4
+    "adam_eps": 1.0e-8,          # TF's Adam default
+    "max_grad_norm": 40.0,
+    "protocol": PAPER_PROTOCOL,
+}
+
+
+@dataclass
+class RunArgs:
+    """A cA3C run: a pure function of these (the seed is ``a2c.seed``)."""
+
+    method: str = "a3c"
+    """a3c | homogeneous | kd_policy | kd_distill | distill_only (module docstring)"""
+    a2c: dict = field(default_factory=dict)
+    """common.a2c.A2CArgs fields, over PAPER_A2C (protocol keys merge over PAPER_PROTOCOL)"""
+    ca3c: dict = field(default_factory=dict)
+    """papers.cdrl.method.CA3CArgs fields (teachers: run directories); unused by a3c"""
+    eval: dict = field(default_factory=dict)
+    """common.evaluation.EvalProtocol fields; frame_stack, size and crop_rows come from the training protocol"""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunArgs":
+        a = dataclass_from_dict(cls, d, where="cdrl run arguments")
+        if a.method not in METHODS:
+            raise ValueError(f"cdrl method must be one of {METHODS}, got '{a.method}'")
+        A2CArgs.from_dict(a.a2c_args())
+        EvalProtocol.from_dict(a.eval_args())
+        if a.method == "a3c":
+            if a.ca3c.get("teachers"):
+                raise ValueError("method a3c is the baseline and takes no teachers; pick homogeneous, kd_policy, "
+                                 "kd_distill or distill_only to use ca3c.teachers")
+        else:
+            if "mode" in a.ca3c and a.ca3c["mode"] != MODE_OF[a.method]:
+                raise ValueError(f"method {a.method} uses ca3c mode '{MODE_OF[a.method]}', but ca3c.mode is "
+                                 f"'{a.ca3c['mode']}': drop ca3c.mode (the method sets it)")
+            if not a.ca3c.get("teachers"):
+                raise ValueError(f"method {a.method} needs ca3c.teachers: a list of teacher run directories "
+                                 "(train them with method a3c; papers/cdrl/README.md)")
+            a.ca3c_args()
+        return a
+
+    def a2c_args(self) -> dict:
+        protocol = {**PAPER_PROTOCOL, **self.a2c.get("protocol", {})}
+        d = {**PAPER_A2C, **self.a2c, "protocol": protocol}
+        if self.method == "distill_only":
+            d["gae_loss"] = False
+        return d
+
+    def ca3c_args(self) -> CA3CArgs:
+        return CA3CArgs.from_dict({**self.ca3c, "mode": MODE_OF[self.method]})
+
+    def eval_args(self) -> dict:
+        p = self.a2c_args()["protocol"]
+        return {**self.eval, "frame_stack": p["frame_stack"], "size": p["size"], "crop_rows": p["crop_rows"]}
+
+
+def teacher_file(path) -> str:
+    """A teacher given as a run directory of this runner -> its model.pt; a file or zoo dir is kept as is."""
+    p = Path(path)
+    if p.is_dir() and (p / "model.pt").exists():
+        return str(p / "model.pt")
+    if not p.exists():
+        raise FileNotFoundError(f"teacher {p} not found: train it with `python -m papers.cdrl.train --args "
+                                "'{method: a3c, ...}'` (or the pipeline's cdrl_expert rule)")
+    return str(p)
+
+
+OBS_KEYS = ("frame_stack", "size", "crop_rows")  # what decides the frames a teacher reads
+
+
+def check_teacher_protocol(path: str, protocol: dict) -> None:
+    """A runner teacher (.pt) must have been trained on the student's observation preprocessing."""
+    if not path.endswith(".pt"):
+        return
+    import torch
+
+    from common.envs import AtariProtocol
+
+    theirs = asdict(AtariProtocol.from_dict(torch.load(path, map_location="cpu", weights_only=False)["protocol"]))
+    ours = asdict(AtariProtocol.from_dict(protocol))
+    diff = {k: (theirs[k], ours[k]) for k in OBS_KEYS if theirs[k] != ours[k]}
+    if diff:
+        raise ValueError(f"teacher {path} was trained on other observations than the student's "
+                         f"(teacher, student): {diff}; cA3C feeds teachers the student task's frames, so train the "
+                         "teacher with the same a2c.protocol")
+
+
+def build(run_args: RunArgs, env):
+    """The student (a fresh net), its hook (None for a3c) and what was built, for run.json."""
+    a2c = A2CArgs.from_dict(run_args.a2c_args())
+    device = resolve_device(a2c.device)
+    student = make_net(a2c.net, env.obs_shape, env.n_actions).to(device)
+    if run_args.method == "a3c":
+        return student, None, {}
+    args = run_args.ca3c_args()
+    args.teachers = [teacher_file(t) for t in args.teachers]
+    for t in args.teachers:
+        check_teacher_protocol(t, a2c.protocol)
+    teachers = load_teachers(args.teachers, device)
+    hook = CA3CHook(args, student, teachers, seed=a2c.seed)
+    return student, hook, {"ca3c_resolved": asdict(args), "teacher_actions": hook.teacher_actions,
+                           "distill_head": hook.head, "online_alignment": hook.online_alignment}
+
+
+def run(run_args: RunArgs, out_dir) -> dict:
+    out = Path(out_dir)
+    a2c = A2CArgs.from_dict(run_args.a2c_args())
+    seed_everything(a2c.seed)  # the student's initialisation is part of the seeded run
+    env = make_vec_env(a2c.game, a2c.num_envs, a2c.protocol, num_threads=a2c.env_threads)
+    student, hook, info = build(run_args, env)
+    print(f"[{a2c.game} seed {a2c.seed}] cdrl {run_args.method}: {info}", file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").unlink(missing_ok=True)  # a rerun never leaves a stale evaluation behind
+    write_json(out / "run.json", {**asdict(run_args), "a2c_resolved": asdict(a2c), **info})
+    result = train(a2c, out, agent=student, hook=hook, env=env)
+    if "stopped_at_update" in result:
+        return result
+    protocol = EvalProtocol.from_dict(run_args.eval_args())
+    from common.a2c import load_policy
+
+    ev = evaluate(load_policy(out / "model.pt"), a2c.game, protocol, seed=a2c.seed)
+    ev.update(policy=str(out / "model.pt"), method=run_args.method)
+    write_json(out / "eval.json", ev)
+    print(f"[{a2c.game} seed {a2c.seed}] eval: {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} games",
+          file=sys.stderr, flush=True)
+    return {**result, "eval_mean": ev["mean"]}
+
+
+def main(argv=None):
+    import argparse
+
+    from common.cli import parse_mapping
+
+    ap = argparse.ArgumentParser(description="Train one cA3C run (or the A3C baseline) and evaluate it.")
+    ap.add_argument("--out", required=True, help="run directory")
+    ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON (module docstring)")
+    a = ap.parse_args(argv)
+    run(RunArgs.from_dict(parse_mapping(a.args)), a.out)
+
+
+if __name__ == "__main__":
+    from common.cli import run as cli_run
+
+    cli_run(main)

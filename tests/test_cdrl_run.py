@@ -1,0 +1,164 @@
+"""cA3C runs (papers/cdrl/train.py, alignment.py, plan.py, tables.py): the runner on tiny budgets, determinism,
+the learner's gae_loss switch, the 42x42 crop protocol, and the plan/table functions on hand-worked inputs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from common.a2c import A2CArgs, load_policy, train
+from common.envs import AtariProtocol, make_vec_env
+from common.report import load_reported
+from common.nets import make_net
+from papers.cdrl import plan
+from papers.cdrl.alignment import AlignArgs
+from papers.cdrl.alignment import run as alignment_run
+from papers.cdrl.method import CA3CArgs, CA3CHook
+from papers.cdrl.tables import last100_table, last_n_mean, summary_row
+from papers.cdrl.train import PAPER_PROTOCOL, RunArgs, run
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+MINATAR = {"game": "MinAtar/Breakout", "total_steps": 320, "num_envs": 4, "n_steps": 20, "device": "cpu",
+           "checkpoint_every": 0, "stats_every": 80}
+EVAL = {"episodes": 1, "num_envs": 1, "max_frames": 2000}
+
+
+def _curve(d):
+    return pd.read_csv(d / "curve.csv").drop(columns="wall_time")
+
+
+def test_runner_writes_its_files_and_same_seed_same_curve(tmp_path):
+    args = RunArgs.from_dict({"method": "a3c", "a2c": {**MINATAR, "seed": 2}, "eval": EVAL})
+    run(args, tmp_path / "a")
+    run(args, tmp_path / "b")
+    for f in ("config.json", "run.json", "curve.csv", "train_stats.csv", "model.pt", "eval.json"):
+        assert (tmp_path / "a" / f).exists(), f
+    pd.testing.assert_frame_equal(_curve(tmp_path / "a"), _curve(tmp_path / "b"))
+    wa, wb = load_policy(tmp_path / "a/model.pt").state_dict(), load_policy(tmp_path / "b/model.pt").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    cfg = json.loads((tmp_path / "a/config.json").read_text())["a2c"]
+    assert cfg["net"] == "ca3c" and cfg["n_steps"] == 20 and cfg["loss_reduction"] == "sum" and cfg["lr"] == 1e-4
+    ev = json.loads((tmp_path / "a/eval.json").read_text())
+    assert ev["episodes"] == 1 and ev["protocol"]["crop_rows"] == [34, 194] and ev["protocol"]["size"] == 42
+
+
+def test_distill_runs_with_a_runner_teacher(tmp_path):
+    run(RunArgs.from_dict({"method": "a3c", "a2c": {**MINATAR, "seed": 5}, "eval": EVAL}), tmp_path / "t")
+    for method, extra in [("kd_distill", {"align_from": 80, "distill_from": 160, "align_width": 16}),
+                          ("distill_only", {"distill_from": 0})]:
+        out = tmp_path / method
+        run(RunArgs.from_dict({"method": method, "a2c": MINATAR, "ca3c": {"teachers": [str(tmp_path / "t")], **extra},
+                               "eval": EVAL}), out)
+        stats = pd.read_csv(out / "train_stats.csv")
+        assert stats["phase/distill"].iloc[-1] == 1.0 and np.isfinite(stats["distill/kl"].iloc[-1])
+        assert json.loads((out / "run.json").read_text())["ca3c_resolved"]["teachers"] == [str(tmp_path / "t/model.pt")]
+    with pytest.raises(ValueError, match="other observations"):
+        run(RunArgs.from_dict({"method": "homogeneous", "a2c": {**MINATAR, "protocol": {"frame_stack": 4}},
+                               "ca3c": {"teachers": [str(tmp_path / "t")], "distill_from": 0}}), tmp_path / "bad")
+    # offline F (Fig. 6a): fitted from two runs' logits, then loaded with its own (ReLU) architecture
+    fit = alignment_run(AlignArgs(obs_steps=80, num_envs=4, fit_steps=20, width=16), tmp_path / "t",
+                        tmp_path / "distill_only", tmp_path / "al")
+    assert fit["states"] == 80 and fit["fit_states"] == 64
+    dists = pd.read_csv(tmp_path / "al/action_dists.csv")
+    assert list(dists.columns) == ["action", "source", "target", "aligned"] and len(dists) == 3
+    assert np.allclose(dists[["source", "target", "aligned"]].sum(), 1.0, atol=1e-5)
+    student = make_net("ca3c", (4, 10, 10), 3)
+    hook = CA3CHook(CA3CArgs(teachers=["t"], distill_from=0, offline_alignment=str(tmp_path / "al/alignment.pt")),
+                    student, [load_policy(tmp_path / "t/model.pt")])
+    f = hook.alignment[0]
+    assert (f.activation, f.width) == ("relu", 16) and not hook.online_alignment
+    assert not any(p.requires_grad for p in f.parameters())
+
+
+def test_gae_loss_off_leaves_the_agent_untouched_without_a_hook(tmp_path):
+    """A2CArgs.gae_loss = False drops policy/value/entropy: with no hook loss nothing trains (Fig. 3a's knob)."""
+    a = A2CArgs(**{**MINATAR, "net": "minatar", "total_steps": 160}, gae_loss=False, seed=1)
+    torch.manual_seed(0)
+    from common.nets import make_net
+
+    agent = make_net("minatar", (4, 10, 10), 3)
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    train(a, tmp_path / "off", agent=agent)
+    after = load_policy(tmp_path / "off/model.pt").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert A2CArgs().gae_loss is True  # default: the ordinary learner
+
+
+def test_bad_run_args_name_the_cause():
+    with pytest.raises(ValueError, match="needs ca3c.teachers"):
+        RunArgs.from_dict({"method": "kd_distill", "a2c": MINATAR})
+    with pytest.raises(ValueError, match="drop ca3c.mode"):
+        RunArgs.from_dict({"method": "kd_policy", "a2c": MINATAR, "ca3c": {"teachers": ["x"], "mode": "kd_distill"}})
+    with pytest.raises(ValueError, match="takes no teachers"):
+        RunArgs.from_dict({"method": "a3c", "a2c": MINATAR, "ca3c": {"teachers": ["x"]}})
+    with pytest.raises(ValueError, match="crop_rows"):
+        AtariProtocol.from_dict({"crop_rows": [194, 34]})
+
+
+def test_bowling_and_pong_protocol():
+    """The stand-ins for gym's Bowling-v0 / PongDeterministic: ale-py ROMs, 6 minimal actions, frameskip 4, no
+    sticky actions, up to 30 no-ops; one 42x42 frame from screen rows 34-193 (papers/cdrl/README.md)."""
+    p = AtariProtocol.from_dict(PAPER_PROTOCOL)
+    assert (p.frameskip, p.repeat_action_probability, p.noop_max, p.frame_stack, p.size) == (4, 0.0, 30, 1, 42)
+    assert p.crop_rows == [34, 194] and not p.clip_rewards and not p.episodic_life
+    for game in ("Pong", "Bowling"):
+        env = make_vec_env(game, 2, PAPER_PROTOCOL)
+        obs = env.reset(0)
+        assert env.n_actions == 6 and obs.shape == (2, 1, 42, 42) and obs.dtype == np.uint8
+        st = env.step(np.zeros(2, dtype=np.int64))
+        assert st.obs.shape == (2, 1, 42, 42)
+        env.close()
+    # the default protocol is untouched by the new option
+    env = make_vec_env("Pong", 1)
+    assert env.obs_shape == (4, 84, 84)
+    env.close()
+
+
+def smoke_config():
+    return yaml.safe_load(open(ROOT / "config/smoke.yaml"))
+
+
+def test_plan_runs_and_schedules():
+    c = smoke_config()
+    assert len(plan.run_seeds(c)) == len(plan.RUNS) * c["cdrl"]["seeds"]
+    s = {"fig3b_until": 1_000_000, "fig4_from": 0, "fig6a_from": 0, "fig6b": [4_000_000, 6_000_000],
+         "fig6c": [100_000, 1_000_000]}
+    c["cdrl"]["schedule"], c["cdrl"]["a2c"]["total_steps"] = s, 20_000_000
+    late = json.loads(plan.run_args(c, "paper", "online_late_bowling", 2, 1, "cpu"))
+    assert late["method"] == "kd_distill" and late["a2c"]["game"] == "Bowling" and late["a2c"]["seed"] == 2
+    assert (late["ca3c"]["align_from"], late["ca3c"]["distill_from"]) == (4_000_000, 6_000_000)
+    assert late["ca3c"]["teachers"] == ["runs/paper/cdrl/expert_pong/seed100"]
+    h = json.loads(plan.run_args(c, "paper", "homogeneous_pong", 0, 1, "cpu"))["ca3c"]
+    assert (h["distill_from"], h["distill_until"]) == (0, 1_000_000)
+    assert json.loads(plan.run_args(c, "paper", "kd_policy_bowling", 0, 1, "cpu"))["ca3c"]["use_alignment"] is False
+    assert plan.teacher_inputs(c, "paper", "offline_bowling") == [
+        "runs/paper/cdrl/expert_pong/seed100/model.pt", "runs/paper/cdrl/alignment/pong_to_bowling/alignment.pt"]
+    assert plan.teacher_inputs(c, "paper", "a3c_bowling") == []
+    plan.check(c)
+    c["cdrl"]["schedule"]["fig6b"] = [6_000_000, 4_000_000]
+    with pytest.raises(ValueError, match="fig6b"):
+        plan.check(c)
+    c["cdrl"]["schedule"]["fig6b"] = [4_000_000, 30_000_000]
+    with pytest.raises(ValueError, match="never distil"):
+        plan.check(c)
+
+
+def test_last100_on_hand_worked_inputs():
+    curve = pd.DataFrame({"env_steps": [30, 10, 20], "episode_return": [3.0, 1.0, 2.0]})
+    assert last_n_mean(curve, 2) == 2.5 and last_n_mean(curve, 100) == 2.0   # games at steps 20, 30
+    seeds = pd.DataFrame({"seed": [0, 1, 2], "eval": [1.0, 2.0, 3.0], "last100": [60.0, 62.0, 64.0]})
+    r = summary_row("x", seeds)
+    assert r["last100_mean"] == 62.0 and r["last100_sd"] == 2.0 and r["seeds"] == 3
+    rep = load_reported(ROOT / "papers/cdrl/reported.csv")
+    t = last100_table({"a3c_bowling": seeds}, rep, {"Pong": 19.0})
+    a3c = t[t.run == "A3C (Bowling)"].iloc[0]
+    assert a3c.paper == 61.48 and a3c.paper_pm == 1.48 and a3c.ratio == pytest.approx(62.0 / 61.48)
+    collab = t[t.run.str.contains("collaborative")].iloc[0]
+    assert collab.status == plan.NOT_RUN_COLLABORATIVE and collab.paper == 68.35
+    assert (t[t.run.str.contains("offline")].status == "not run").all()
+    assert t[t.run == "Pong expert (eval)"].iloc[0].paper == 20
