@@ -20,6 +20,13 @@ states and the curve, then truncates all running episodes (bootstrapping from V,
 and reseeds the envs from ``(seed, boundary index)``. A run that resumes from boundary k therefore
 continues bit-for-bit as the uninterrupted run did (tests/test_a2c.py checks it). The cost is one
 truncated, unlogged episode per env per boundary.
+
+Step-wise form
+--------------
+:class:`Learner` is the same loop one update at a time (``step``), with ``finish`` writing the outputs;
+:func:`train` is a ``Learner`` and a loop, so its outputs are those of the one-piece loop bit-for-bit. A
+driver that runs several learners side by side (cA3C's collaborative mode) steps them in its own order and
+keeps one checkpoint for all (``own_checkpoint=False``, ``checkpoint_state``, ``resume=``).
 """
 
 from __future__ import annotations
@@ -251,6 +258,247 @@ def load_policy(path, device="cpu") -> nn.Module:
     return net.to(device).eval()
 
 
+class Learner:
+    """The A2C learner in step-wise form: :meth:`step` performs one update, :meth:`finish` writes the outputs.
+
+    :func:`train` is ``Learner`` + a loop; a driver that runs several learners side by side (cA3C's
+    collaborative mode, papers/cdrl/collaborative.py) calls :meth:`step` of each in lock-step and keeps
+    their checkpoints itself: ``own_checkpoint=False`` stops the learner from reading or writing
+    <out>/checkpoint.pt, :meth:`checkpoint_state` gives what a checkpoint holds and ``resume=`` restores it.
+    Checkpoint boundaries are unchanged: the learner still truncates its episodes and reseeds its envs there.
+
+    The envs are reset lazily, at the start of the first :meth:`step`: constructing a learner draws nothing
+    from the global RNG after its checkpoint was restored, so two learners built one after the other and
+    given one RNG state afterwards continue exactly as they would have uninterrupted.
+    """
+
+    def __init__(self, args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = None,
+                 hook: Hook | None = None, env: VecEnv | None = None, own_checkpoint: bool = True,
+                 resume: dict | None = None):
+        torch.set_num_threads(args.torch_threads)
+        self.args = args
+        self.device = device = resolve_device(args.device)
+        seed_everything(args.seed)
+        self.env = env = env or make_vec_env(args.game, args.num_envs, args.protocol, num_threads=args.env_threads)
+        self.out = out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if agent is None:
+            agent = make_net(args.net, env.obs_shape, env.n_actions)
+        agent.to(device)
+        self.agent = agent
+        self.hook = hook = hook or Hook()
+        self.params = params = [p for p in agent.parameters() if p.requires_grad] + list(hook.parameters())
+        scales = {id(p): s for p, s in hook.lr_scales(agent)}
+        groups = [{"params": [p for p in params if id(p) not in scales], "lr_scale": 1.0}]
+        for s in sorted(set(scales.values())):  # one group per learning-rate multiplier a hook asks for
+            groups.append({"params": [p for p in params if scales.get(id(p)) == s], "lr_scale": s,
+                           "lr": args.lr * s})
+        self.opt = make_optimizer(args, [g for g in groups if g["params"]])
+
+        self.T, self.N = T, N = args.n_steps, env.num_envs
+        self.per_update = per_update = T * N
+        self.n_updates = math.ceil(args.total_steps / per_update)
+        self.ckpt_updates = max(1, args.checkpoint_every // per_update) if args.checkpoint_every > 0 else 0
+        self.frameskip = 1 if args.game.startswith("MinAtar/") else AtariProtocol.from_dict(args.protocol).frameskip
+
+        write_json(out / "config.json", {"a2c": asdict(args), "n_updates": self.n_updates})
+        self.own_checkpoint = own_checkpoint
+        self.ckpt_path = out / "checkpoint.pt"
+        self.curve_tmp, self.stats_tmp = out / "curve.partial.csv", out / "train_stats.partial.csv"
+        self.start_update, self.wall0, self.curve_rows, self.stats_rows = 0, 0.0, 0, 0
+        if own_checkpoint and self.ckpt_path.exists():
+            resume = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+        if resume is not None:
+            self._restore(resume)
+        else:
+            for p in (self.curve_tmp, self.stats_tmp):
+                p.unlink(missing_ok=True)
+
+        self.curve_f = open(self.curve_tmp, "a", newline="")
+        self.curve_w = csv.writer(self.curve_f)
+        if self.curve_f.tell() == 0:  # a new file (a resume with 0 episodes so far already has its header)
+            self.curve_w.writerow(CURVE_FIELDS)
+        self.stats_f = open(self.stats_tmp, "a", newline="")
+        self.stats_w = None
+        self.tb = None
+        if args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tb"))
+
+        self.obs_buf = torch.zeros((T, N, *env.obs_shape), dtype=torch.uint8)
+        self.act_buf = torch.zeros((T, N), dtype=torch.long)
+        self.rew_buf = torch.zeros((T, N))
+        self.done_buf = torch.zeros((T, N), dtype=torch.bool)
+        self.start_buf = torch.zeros((T, N), dtype=torch.bool)
+        self.val_buf = torch.zeros((T, N))
+        self.recent: list[float] = []
+        self.progress = Progress(self.n_updates * per_update, f"{args.game} seed {args.seed}", args.log_interval_s)
+        self.t_start = time.time() - self.wall0
+        self.stats_every_updates = max(1, args.stats_every // per_update)
+        self.update = self.start_update
+        self.obs = self.state = self.starts = None  # the envs start at the first step()
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _restore(self, ck: dict) -> None:
+        self.agent.load_state_dict(ck["agent"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.hook.load_state_dict(ck["hook"])
+        set_rng_state(ck["rng"])
+        self.start_update, self.wall0 = ck["update"], ck["wall_time"]
+        self.curve_rows, self.stats_rows = ck["curve_rows"], ck["stats_rows"]
+        _truncate_csv(self.curve_tmp, self.curve_rows)
+        _truncate_csv(self.stats_tmp, self.stats_rows)
+        print(f"[{self.args.game} seed {self.args.seed}] resuming from checkpoint at step "
+              f"{self.start_update * self.per_update:,}", file=sys.stderr, flush=True)
+
+    def checkpoint_state(self, rng: dict | None = None) -> dict:
+        """What a checkpoint at the current update holds (the CSVs are flushed first); `rng`: the RNG state
+        to record (default: the global one now)."""
+        self.curve_f.flush()
+        self.stats_f.flush()
+        return {"agent": self.agent.state_dict(), "optimizer": self.opt.state_dict(),
+                "hook": self.hook.state_dict(), "rng": rng_state() if rng is None else rng,
+                "update": self.update, "wall_time": time.time() - self.t_start, "curve_rows": self.curve_rows,
+                "stats_rows": self.stats_rows}
+
+    @property
+    def at_boundary(self) -> bool:
+        """Whether the next update starts a new checkpoint segment (never the update a run resumed at)."""
+        return bool(self.ckpt_updates) and self.update > self.start_update and self.update % self.ckpt_updates == 0
+
+    @property
+    def done(self) -> bool:
+        return self.update >= self.n_updates
+
+    def _begin_segment(self, update: int) -> None:
+        ck = self.ckpt_updates
+        self.obs = torch.from_numpy(self.env.reset(env_seed(self.args.seed, update // ck if ck else 0)))
+        self.state = self.agent.initial_state(self.N, self.device)
+        self.starts = torch.ones(self.N, dtype=torch.bool)
+
+    # -- one update -------------------------------------------------------------------------------
+    def step(self) -> None:
+        """One update (rollout + A2C step + hook); at a boundary first the checkpoint (if own) and new segment."""
+        args, agent, hook, opt, device = self.args, self.agent, self.hook, self.opt, self.device
+        T, N, per_update, n_updates, update = self.T, self.N, self.per_update, self.n_updates, self.update
+        if self.obs is None:
+            self._begin_segment(update)
+            self.t_start = time.time() - self.wall0  # wall time counts training, not the first reset
+        elif self.at_boundary:
+            if self.own_checkpoint:
+                torch_save(self.checkpoint_state(), self.ckpt_path)
+            self._begin_segment(update)
+        obs, state, starts = self.obs, self.state, self.starts
+        obs_buf, act_buf, rew_buf, done_buf = self.obs_buf, self.act_buf, self.rew_buf, self.done_buf
+        start_buf, val_buf, env = self.start_buf, self.val_buf, self.env
+        frac = update / n_updates
+        if args.lr_decay:
+            for g in opt.param_groups:
+                g["lr"] = args.lr * g["lr_scale"] * (1.0 - frac)
+        state0 = state if state is None else tuple(s.detach() for s in state)
+        # ---- rollout -------------------------------------------------------------------------
+        with torch.inference_mode():
+            for t in range(T):
+                obs_buf[t] = obs
+                start_buf[t] = starts
+                o = obs.to(device)
+                net_out = agent(o, state, starts.to(device))
+                state = net_out.state
+                a = torch.multinomial(F.softmax(net_out.logits, -1), 1).squeeze(-1)  # cheaper than Categorical
+                st = env.step(a.cpu().numpy())
+                r = torch.from_numpy(st.reward)
+                if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state
+                    idx = np.flatnonzero(st.truncated)
+                    v_cut = agent(torch.from_numpy(st.final_obs[idx]).to(device),
+                                  None if state is None else tuple(s[idx] for s in state)).value
+                    r[idx] += args.gamma * v_cut.cpu()
+                act_buf[t], rew_buf[t], val_buf[t] = a.cpu(), r, net_out.value.cpu()
+                done_buf[t] = torch.from_numpy(st.terminal | st.truncated)
+                starts = torch.from_numpy(st.game_over.copy())
+                obs = torch.from_numpy(st.obs)
+                step_now = (update * T + t + 1) * N
+                for _, ret, length in st.episodes:
+                    self.recent.append(ret)
+                    self.curve_w.writerow((step_now, step_now * self.frameskip,
+                                           f"{time.time() - self.t_start:.2f}", ret, length))
+                    self.curve_rows += 1
+                    if self.tb:
+                        self.tb.add_scalar("episode/score", ret, step_now)
+                self.recent = self.recent[-100:]
+            last_value = agent(obs.to(device), state, starts.to(device)).value.cpu()
+        self.obs, self.state, self.starts = obs, state, starts
+        adv, ret = gae(rew_buf, val_buf, done_buf, last_value, args.gamma, args.gae_lambda)
+        batch = Batch(obs_buf.to(device), act_buf.to(device), adv.to(device), ret.to(device),
+                      start_buf.to(device), state0, frac, (update + 1) * per_update)
+        # ---- update --------------------------------------------------------------------------
+        out_seq = agent.forward_sequence(batch.obs, batch.state0, batch.starts)
+        logp_all = F.log_softmax(out_seq.logits, -1)
+        logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        reduce = torch.sum if args.loss_reduction == "sum" else torch.mean
+        pg_loss = -reduce(logp * batch.advantages)
+        v_loss = 0.5 * reduce((batch.returns - out_seq.value) ** 2)
+        ent = reduce(entropy)
+        loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent if args.gae_loss else None
+        extra_loss, logs = hook.loss(agent, batch, out_seq)
+        if extra_loss is not None:
+            loss = extra_loss if loss is None else loss + extra_loss
+        if loss is not None and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at update {update} (step {update * per_update:,}) of "
+                f"{args.game} seed {args.seed}: lower lr (now {args.lr}) or check the reward scale and "
+                f"hook losses. The last checkpoint ({self.ckpt_path}) is kept; a rerun resumes from it.")
+        grad_norm = 0.0
+        if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.params, args.max_grad_norm) if args.max_grad_norm > 0 else 0.0
+            opt.step()
+        logs.update(hook.after_update(agent, batch))
+        if (update + 1) % self.stats_every_updates == 0 or update == n_updates - 1:
+            row = {"env_steps": (update + 1) * per_update, "policy_loss": pg_loss.item(),
+                   "value_loss": v_loss.item(), "entropy": (entropy.mean()).item(),
+                   "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"], **logs}
+            if self.stats_w is None:
+                self.stats_w = csv.DictWriter(self.stats_f, fieldnames=list(row), extrasaction="ignore")
+                if self.stats_rows == 0:
+                    self.stats_w.writeheader()
+            self.stats_w.writerow(row)
+            self.stats_rows += 1
+            if self.tb:
+                for k, v in row.items():
+                    if k != "env_steps":
+                        self.tb.add_scalar(f"train/{k}", v, row["env_steps"])
+        self.progress.update((update + 1) * per_update, self.recent)
+        self.update = update + 1
+
+    # -- the end ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the CSV (and TensorBoard) files; called before finish() and on any exit."""
+        self.curve_f.close()
+        self.stats_f.close()
+        if self.tb:
+            self.tb.close()
+
+    def finish(self) -> dict:
+        """Write model.pt, final.json, train_stats.csv and curve.csv (last: it marks a finished run)."""
+        out, n_updates, per_update = self.out, self.n_updates, self.per_update
+        self.progress.update(n_updates * per_update, self.recent, force=True)
+        # an agent with teacher modules (Knowledge Flow) exports its independent student here
+        agent = self.agent
+        save_policy(out / "model.pt", agent.export_policy() if hasattr(agent, "export_policy") else agent,
+                    self.args, self.env)
+        final = self.hook.final(agent)
+        if final:  # e.g. Knowledge Flow: how far p_w(student) is from 1 at the end
+            write_json(out / "final.json", final)
+        os.replace(self.stats_tmp, out / "train_stats.csv")
+        os.replace(self.curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
+        if self.own_checkpoint:
+            self.ckpt_path.unlink(missing_ok=True)
+        self.env.close()
+        return {"updates": n_updates, "env_steps": n_updates * per_update, "wall_time": time.time() - self.t_start}
+
+
 def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = None,
           hook: Hook | None = None, env: VecEnv | None = None, stop_after_updates: int | None = None) -> dict:
     """Train `agent` (default: a fresh `args.net`) with A2C; write curve.csv, model.pt, train_stats.csv.
@@ -258,185 +506,15 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
     Resumes from <out>/checkpoint.pt if it exists. `stop_after_updates` stops early without writing
     final outputs (used by tests to simulate a killed job).
     """
-    torch.set_num_threads(args.torch_threads)
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    env = env or make_vec_env(args.game, args.num_envs, args.protocol, num_threads=args.env_threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if agent is None:
-        agent = make_net(args.net, env.obs_shape, env.n_actions)
-    agent.to(device)
-    hook = hook or Hook()
-    params = [p for p in agent.parameters() if p.requires_grad] + list(hook.parameters())
-    scales = {id(p): s for p, s in hook.lr_scales(agent)}
-    groups = [{"params": [p for p in params if id(p) not in scales], "lr_scale": 1.0}]
-    for s in sorted(set(scales.values())):  # one group per learning-rate multiplier a hook asks for
-        groups.append({"params": [p for p in params if scales.get(id(p)) == s], "lr_scale": s, "lr": args.lr * s})
-    opt = make_optimizer(args, [g for g in groups if g["params"]])
-
-    T, N = args.n_steps, env.num_envs
-    per_update = T * N
-    n_updates = math.ceil(args.total_steps / per_update)
-    ckpt_updates = max(1, args.checkpoint_every // per_update) if args.checkpoint_every > 0 else 0
-    frameskip = 1 if args.game.startswith("MinAtar/") else AtariProtocol.from_dict(args.protocol).frameskip
-
-    write_json(out / "config.json", {"a2c": asdict(args), "n_updates": n_updates})
-    ckpt_path = out / "checkpoint.pt"
-    curve_tmp, stats_tmp = out / "curve.partial.csv", out / "train_stats.partial.csv"
-    start_update, wall0, curve_rows, stats_rows = 0, 0.0, 0, 0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        agent.load_state_dict(ck["agent"])
-        opt.load_state_dict(ck["optimizer"])
-        hook.load_state_dict(ck["hook"])
-        set_rng_state(ck["rng"])
-        start_update, wall0 = ck["update"], ck["wall_time"]
-        curve_rows, stats_rows = ck["curve_rows"], ck["stats_rows"]
-        _truncate_csv(curve_tmp, curve_rows)
-        _truncate_csv(stats_tmp, stats_rows)
-        print(f"[{args.game} seed {args.seed}] resuming from checkpoint at step {start_update * per_update:,}",
-              file=sys.stderr, flush=True)
-    else:
-        for p in (curve_tmp, stats_tmp):
-            p.unlink(missing_ok=True)
-
-    curve_f = open(curve_tmp, "a", newline="")
-    curve_w = csv.writer(curve_f)
-    if curve_f.tell() == 0:  # a new file (a resume with 0 episodes so far already has its header)
-        curve_w.writerow(CURVE_FIELDS)
-    stats_f = open(stats_tmp, "a", newline="")
-    stats_w, stats_keys = None, None
-    tb = None
-    if args.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-        tb = SummaryWriter(str(out / "tb"))
-
-    obs_buf = torch.zeros((T, N, *env.obs_shape), dtype=torch.uint8)
-    act_buf = torch.zeros((T, N), dtype=torch.long)
-    rew_buf = torch.zeros((T, N))
-    done_buf = torch.zeros((T, N), dtype=torch.bool)
-    start_buf = torch.zeros((T, N), dtype=torch.bool)
-    val_buf = torch.zeros((T, N))
-    recent: list[float] = []
-    progress = Progress(n_updates * per_update, f"{args.game} seed {args.seed}", args.log_interval_s)
-    t_start = time.time() - wall0
-    stats_every_updates = max(1, args.stats_every // per_update)
-
-    def begin_segment(update: int):
-        o = torch.from_numpy(env.reset(env_seed(args.seed, update // ckpt_updates if ckpt_updates else 0)))
-        return o, agent.initial_state(N, device), torch.ones(N, dtype=torch.bool)
-
-    obs, state, starts = begin_segment(start_update)
-    t_start = time.time() - wall0  # wall time counts training, not env construction and the first reset
-    update = start_update
+    learner = Learner(args, out_dir, agent=agent, hook=hook, env=env)
     try:
-        for update in range(start_update, n_updates):
-            if stop_after_updates is not None and update - start_update >= stop_after_updates:
-                return {"stopped_at_update": update}
-            if ckpt_updates and update > start_update and update % ckpt_updates == 0:
-                curve_f.flush()
-                stats_f.flush()
-                torch_save({"agent": agent.state_dict(), "optimizer": opt.state_dict(),
-                            "hook": hook.state_dict(), "rng": rng_state(), "update": update,
-                            "wall_time": time.time() - t_start, "curve_rows": curve_rows,
-                            "stats_rows": stats_rows}, ckpt_path)
-                obs, state, starts = begin_segment(update)
-            frac = update / n_updates
-            if args.lr_decay:
-                for g in opt.param_groups:
-                    g["lr"] = args.lr * g["lr_scale"] * (1.0 - frac)
-            state0 = state if state is None else tuple(s.detach() for s in state)
-            # ---- rollout -------------------------------------------------------------------------
-            with torch.inference_mode():
-                for t in range(T):
-                    obs_buf[t] = obs
-                    start_buf[t] = starts
-                    o = obs.to(device)
-                    net_out = agent(o, state, starts.to(device))
-                    state = net_out.state
-                    a = torch.multinomial(F.softmax(net_out.logits, -1), 1).squeeze(-1)  # cheaper than Categorical
-                    st = env.step(a.cpu().numpy())
-                    r = torch.from_numpy(st.reward)
-                    if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state
-                        idx = np.flatnonzero(st.truncated)
-                        v_cut = agent(torch.from_numpy(st.final_obs[idx]).to(device),
-                                      None if state is None else tuple(s[idx] for s in state)).value
-                        r[idx] += args.gamma * v_cut.cpu()
-                    act_buf[t], rew_buf[t], val_buf[t] = a.cpu(), r, net_out.value.cpu()
-                    done_buf[t] = torch.from_numpy(st.terminal | st.truncated)
-                    starts = torch.from_numpy(st.game_over.copy())
-                    obs = torch.from_numpy(st.obs)
-                    step_now = (update * T + t + 1) * N
-                    for _, ret, length in st.episodes:
-                        recent.append(ret)
-                        curve_w.writerow((step_now, step_now * frameskip, f"{time.time() - t_start:.2f}",
-                                          ret, length))
-                        curve_rows += 1
-                        if tb:
-                            tb.add_scalar("episode/score", ret, step_now)
-                    recent = recent[-100:]
-                last_value = agent(obs.to(device), state, starts.to(device)).value.cpu()
-            adv, ret = gae(rew_buf, val_buf, done_buf, last_value, args.gamma, args.gae_lambda)
-            batch = Batch(obs_buf.to(device), act_buf.to(device), adv.to(device), ret.to(device),
-                          start_buf.to(device), state0, frac, (update + 1) * per_update)
-            # ---- update --------------------------------------------------------------------------
-            out_seq = agent.forward_sequence(batch.obs, batch.state0, batch.starts)
-            logp_all = F.log_softmax(out_seq.logits, -1)
-            logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
-            reduce = torch.sum if args.loss_reduction == "sum" else torch.mean
-            pg_loss = -reduce(logp * batch.advantages)
-            v_loss = 0.5 * reduce((batch.returns - out_seq.value) ** 2)
-            ent = reduce(entropy)
-            loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent if args.gae_loss else None
-            extra_loss, logs = hook.loss(agent, batch, out_seq)
-            if extra_loss is not None:
-                loss = extra_loss if loss is None else loss + extra_loss
-            if loss is not None and not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss ({loss.item()}) at update {update} (step {update * per_update:,}) of "
-                    f"{args.game} seed {args.seed}: lower lr (now {args.lr}) or check the reward scale and "
-                    f"hook losses. The last checkpoint ({ckpt_path}) is kept; a rerun resumes from it.")
-            grad_norm = 0.0
-            if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, args.max_grad_norm) if args.max_grad_norm > 0 else 0.0
-                opt.step()
-            logs.update(hook.after_update(agent, batch))
-            if (update + 1) % stats_every_updates == 0 or update == n_updates - 1:
-                row = {"env_steps": (update + 1) * per_update, "policy_loss": pg_loss.item(),
-                       "value_loss": v_loss.item(), "entropy": (entropy.mean()).item(),
-                       "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"], **logs}
-                if stats_w is None:
-                    stats_keys = list(row)
-                    stats_w = csv.DictWriter(stats_f, fieldnames=stats_keys, extrasaction="ignore")
-                    if stats_rows == 0:
-                        stats_w.writeheader()
-                stats_w.writerow(row)
-                stats_rows += 1
-                if tb:
-                    for k, v in row.items():
-                        if k != "env_steps":
-                            tb.add_scalar(f"train/{k}", v, row["env_steps"])
-            progress.update((update + 1) * per_update, recent)
+        while not learner.done:
+            if stop_after_updates is not None and learner.update - learner.start_update >= stop_after_updates:
+                return {"stopped_at_update": learner.update}
+            learner.step()
     finally:
-        curve_f.close()
-        stats_f.close()
-        if tb:
-            tb.close()
-    progress.update(n_updates * per_update, recent, force=True)
-    # an agent with teacher modules (Knowledge Flow) exports its independent student here
-    save_policy(out / "model.pt", agent.export_policy() if hasattr(agent, "export_policy") else agent, args, env)
-    final = hook.final(agent)
-    if final:  # e.g. Knowledge Flow: how far p_w(student) is from 1 at the end
-        write_json(out / "final.json", final)
-    os.replace(stats_tmp, out / "train_stats.csv")
-    os.replace(curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
-    ckpt_path.unlink(missing_ok=True)
-    env.close()
-    return {"updates": n_updates, "env_steps": n_updates * per_update, "wall_time": time.time() - t_start}
+        learner.close()
+    return learner.finish()
 
 
 def _truncate_csv(path: Path, data_rows: int) -> None:

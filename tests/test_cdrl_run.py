@@ -127,7 +127,7 @@ def test_plan_runs_and_schedules():
     c = smoke_config()
     assert len(plan.run_seeds(c)) == len(plan.RUNS) * c["cdrl"]["seeds"]
     s = {"fig3b_until": 1_000_000, "fig4_from": 0, "fig6a_from": 0, "fig6b": [4_000_000, 6_000_000],
-         "fig6c": [100_000, 1_000_000]}
+         "fig6c": [100_000, 1_000_000], "fig6d": [3_000_000, 4_000_000], "fig6d_until": 15_000_000}
     c["cdrl"]["schedule"], c["cdrl"]["a2c"]["total_steps"] = s, 20_000_000
     late = json.loads(plan.run_args(c, "paper", "online_late_bowling", 2, 1, "cpu"))
     assert late["method"] == "kd_distill" and late["a2c"]["game"] == "Bowling" and late["a2c"]["seed"] == 2
@@ -139,7 +139,17 @@ def test_plan_runs_and_schedules():
     assert plan.teacher_inputs(c, "paper", "offline_bowling") == [
         "runs/paper/cdrl/expert_pong/seed100/model.pt", "runs/paper/cdrl/alignment/pong_to_bowling/alignment.pt"]
     assert plan.teacher_inputs(c, "paper", "a3c_bowling") == []
+    col = json.loads(plan.run_args(c, "paper", "collaborative_bowling", 1, 1, "cpu"))   # Fig. 6d
+    assert col["method"] == "collaborative" and col["a2c"]["game"] == "Bowling" and col["source"] == {"game": "Pong"}
+    assert (col["ca3c"]["align_from"], col["ca3c"]["distill_from"], col["ca3c"]["distill_until"]) == (
+        3_000_000, 4_000_000, 15_000_000) and "teachers" not in col["ca3c"]
+    assert plan.teacher_inputs(c, "paper", "collaborative_bowling") == []
+    assert "collaborative_bowling" in plan.FIGURES["fig6"]["runs"]
     plan.check(c)
+    c["cdrl"]["schedule"]["fig6d_until"] = 3_500_000
+    with pytest.raises(ValueError, match="fig6d_until"):
+        plan.check(c)
+    c["cdrl"]["schedule"]["fig6d_until"] = 15_000_000
     c["cdrl"]["schedule"]["fig6b"] = [6_000_000, 4_000_000]
     with pytest.raises(ValueError, match="fig6b"):
         plan.check(c)
@@ -159,6 +169,11 @@ def test_last100_on_hand_worked_inputs():
     a3c = t[t.run == "A3C (Bowling)"].iloc[0]
     assert a3c.paper == 61.48 and a3c.paper_pm == 1.48 and a3c.ratio == pytest.approx(62.0 / 61.48)
     collab = t[t.run.str.contains("collaborative")].iloc[0]
-    assert collab.status == plan.NOT_RUN_COLLABORATIVE and collab.paper == 68.35
+    assert collab.status == "not run" and collab.paper == 68.35 and collab.seeds == 0
+    t2 = last100_table({"a3c_bowling": seeds, "collaborative_bowling": seeds.assign(last100=[68.0, 70.0, 72.0])},
+                       rep, {})
+    collab = t2[t2.run.str.contains("collaborative")]
+    assert len(collab) == 1 and collab.iloc[0].status == "ran" and collab.iloc[0].last100_mean == 70.0
+    assert collab.iloc[0].ratio == pytest.approx(70.0 / 68.35)
     assert (t[t.run.str.contains("offline")].status == "not run").all()
     assert t[t.run == "Pong expert (eval)"].iloc[0].paper == 20

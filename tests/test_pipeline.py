@@ -101,8 +101,9 @@ def test_smoke_pipeline_end_to_end(tmp_path):
         assert (tmp_path / f"figures/smoke/hpr_distillation/{fig}.png").stat().st_size > 1000
     assert (tmp_path / "teachers/smoke/dqn/Breakout/untrained/seed0/model.zip").exists() and "H-PR distillation" in report
     last100 = pd.read_csv(tmp_path / "results/smoke/cdrl/last100.csv", keep_default_na=False)  # cA3C
-    assert (last100.loc[last100.paper.astype(str) == "68.35", "status"] ==
-            "not run: collaborative mode not implemented (issue 6)").all()
+    collab = last100[last100.paper.astype(str) == "68.35"]  # Fig. 6d: the collaborative run, paper vs ours
+    assert len(collab) == 1 and (collab.status == "ran").all()
+    assert (tmp_path / "runs/smoke/cdrl/collaborative_bowling/seed0/source/curve.csv").exists()
     for fig in ("fig3_curves", "fig4_curves", "fig5_action_dists", "fig6_curves"):
         assert (tmp_path / f"figures/smoke/cdrl/{fig}.png").stat().st_size > 1000
     assert "not run: Distral" in (tmp_path / "results/smoke/knowledge_flow/table7.md").read_text()

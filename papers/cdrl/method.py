@@ -73,13 +73,12 @@ Not covered (yet), and where it went
 -----------------------------------
 * Fig. 3a's "distillation only" student: the learner drops its GAE loss with ``A2CArgs.gae_loss = False``
   (papers/cdrl/train.py, method ``distill_only``); the hook itself is unchanged.
-* TODO collaborative mode (Sec. 5.4, Fig. 6d): two tasks (Pong, Bowling) trained *from scratch* side by
-  side, each with its own learner, envs and optimiser. The source learner runs plain A2C; the target
-  runs this hook with a teacher that is a *live view* of the source's current weights (no copy: the
-  hook already calls teachers under ``no_grad`` and never steps them). The two learners must step in
-  lock-step (one update each per round, e.g. two ``train`` generators or one loop over two learner
-  states) so that the source's weights at target update k are a pure function of the seed, and the
-  checkpoint must hold both learners; alignment from 3M, distillation from 4M to 15M target steps.
+* Collaborative mode (Sec. 5.4, Fig. 6d): two tasks (Pong, Bowling) trained *from scratch* side by side is
+  papers/cdrl/collaborative.py, not this hook: two ``common.a2c.Learner`` instances step in lock-step (one
+  update each per round, source first); the source runs plain A2C, the target runs this hook with one teacher,
+  ``collaborative.LiveTeacher``, a live view of the source's current network (no copy; not an ``nn.Module``,
+  so CA3CHook, which freezes module teachers, leaves the source trainable). One checkpoint file holds both learners and the RNG
+  state, so the source's weights at target update k are a pure function of the seed, also across a resume.
 """
 
 from __future__ import annotations

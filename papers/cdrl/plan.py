@@ -10,7 +10,8 @@ The experiments are the paper's, fixed here; the config sets budgets and the ste
       ca3c: {}                       # CA3CArgs shared by every cA3C run (e.g. align_width)
       eval: {episodes: 30}
       alignment: {obs_steps: 20000, fit_steps: 20000}    # papers/cdrl/alignment.py AlignArgs
-      schedule: {fig3b_until: 1000000, fig4_from: 0, fig6a_from: 0, fig6b: [4000000, 6000000], fig6c: [100000, 1000000]}
+      schedule: {fig3b_until: 1000000, fig4_from: 0, fig6a_from: 0, fig6b: [4000000, 6000000], fig6c: [100000, 1000000],
+                 fig6d: [3000000, 4000000], fig6d_until: 15000000}
 
 Runs (``runs/<tier>/cdrl/<run>/seed<k>/``) and what each figure shows:
 
@@ -20,8 +21,10 @@ Runs (``runs/<tier>/cdrl/<run>/seed<k>/``) and what each figure shows:
   ``kd_policy_bowling`` (4a) and ``kd_distill_bowling`` (4b).
 * Fig. 6 (Pong expert -> Bowling through F, distillation head): ``offline_bowling`` (6a, F fitted offline,
   distilling from ``fig6a_from``), ``online_late_bowling`` (6b, T1/T2 = 4M/6M), ``online_early_bowling``
-  (6c, 0.1M/1M), beside ``a3c_bowling``. 6d (collaborative, both tasks from scratch) is not implemented:
-  its rows say so (:data:`NOT_RUN_COLLABORATIVE`).
+  (6c, 0.1M/1M), beside ``a3c_bowling``; ``collaborative_bowling`` (6d, Sec. 5.4: Pong and Bowling from scratch
+  together, the Bowling target distilling from the live Pong learner, T1/T2 = ``fig6d``, distillation until
+  ``fig6d_until``; paper 3M/4M/15M; papers/cdrl/collaborative.py). Its run directory is the target's, with the
+  source's files under ``source/``; it needs no expert. Its last-100 row is the one the paper's 68.35 belongs to.
 
 The paper does not say when Fig. 4's direct distillation or Fig. 6a's offline-F distillation start; both
 default to step 0 (no alignment to wait for), set by ``fig4_from`` / ``fig6a_from``.
@@ -45,23 +48,25 @@ RUNS = {
     "offline_bowling": (TARGET, "kd_distill", SOURCE),
     "online_late_bowling": (TARGET, "kd_distill", SOURCE),
     "online_early_bowling": (TARGET, "kd_distill", SOURCE),
+    "collaborative_bowling": (TARGET, "collaborative", None),   # the source is a live learner, not an expert
 }
 LABELS = {
     "a3c_pong": "A3C", "distill_only_pong": "distillation only (3a)", "homogeneous_pong": "GAE + distillation (3b)",
     "a3c_bowling": "A3C", "kd_policy_bowling": "KD-policy (4a)", "kd_distill_bowling": "KD-distill (4b)",
     "offline_bowling": "cA3C offline F (6a)", "online_late_bowling": "cA3C online T1/T2 = fig6b (6b)",
     "online_early_bowling": "cA3C online T1/T2 = fig6c (6c)",
+    "collaborative_bowling": "cA3C collaborative (6d)",
 }
 FIGURES = {
     "fig3": {"title": "Fig. 3: online homogeneous distillation, Pong expert -> Pong student",
              "runs": ["a3c_pong", "distill_only_pong", "homogeneous_pong"]},
     "fig4": {"title": "Fig. 4: Pong expert -> Bowling student without alignment (KD-policy, KD-distill)",
              "runs": ["a3c_bowling", "kd_policy_bowling", "kd_distill_bowling"]},
-    "fig6": {"title": "Fig. 6a-c: Pong expert -> Bowling student through the deep alignment network",
-             "runs": ["a3c_bowling", "offline_bowling", "online_late_bowling", "online_early_bowling"]},
+    "fig6": {"title": "Fig. 6: Pong -> Bowling through the deep alignment network (a-c: Pong expert, d: collaborative)",
+             "runs": ["a3c_bowling", "offline_bowling", "online_late_bowling", "online_early_bowling",
+                      "collaborative_bowling"]},
 }
-NOT_RUN_COLLABORATIVE = "not run: collaborative mode not implemented (issue 6)"
-SCHEDULE_KEYS = ("fig3b_until", "fig4_from", "fig6a_from", "fig6b", "fig6c")
+SCHEDULE_KEYS = ("fig3b_until", "fig4_from", "fig6a_from", "fig6b", "fig6c", "fig6d", "fig6d_until")
 
 
 def expert_dir(config: dict, tier: str, game: str) -> str:
@@ -85,9 +90,12 @@ def run_seeds(config: dict) -> list[tuple[str, int]]:
 def ca3c_spec(config: dict, tier: str, run: str) -> dict:
     """The CA3CArgs of one run (teachers as run directories), shared overrides under the run's own keys."""
     game, method, teacher = RUNS[run]
+    s = config["cdrl"]["schedule"]
+    if method == "collaborative":
+        return {**config["cdrl"].get("ca3c", {}), "align_from": int(s["fig6d"][0]), "distill_from": int(s["fig6d"][1]),
+                "distill_until": int(s["fig6d_until"])}
     if teacher is None:
         return {}
-    s = config["cdrl"]["schedule"]
     spec = {"distill_only_pong": {"distill_from": 0},
             "homogeneous_pong": {"distill_from": 0, "distill_until": int(s["fig3b_until"])},
             "kd_policy_bowling": {"use_alignment": False, "distill_from": int(s["fig4_from"])},
@@ -121,6 +129,8 @@ def run_args(config: dict, tier: str, run: str, seed: int, threads: int, device:
          "eval": config["cdrl"].get("eval", {})}
     if method == "a3c":
         d.pop("ca3c")
+    if method == "collaborative":
+        d["source"] = {"game": SOURCE}
     RunArgs.from_dict(d)
     return json.dumps(d)
 
@@ -140,16 +150,19 @@ def check(config: dict) -> None:
     s = c.get("schedule", {})
     missing = [k for k in SCHEDULE_KEYS if k not in s]
     if missing:
-        raise KeyError(f"cdrl.schedule lacks {missing}: give fig3b_until, fig4_from, fig6a_from (env steps) and "
-                       "fig6b, fig6c as [T1, T2]")
+        raise KeyError(f"cdrl.schedule lacks {missing}: give fig3b_until, fig4_from, fig6a_from, fig6d_until (env "
+                       "steps) and fig6b, fig6c, fig6d as [T1, T2]")
     total = int(c.get("a2c", {}).get("total_steps", 0))
-    for k in ("fig6b", "fig6c"):
+    for k in ("fig6b", "fig6c", "fig6d"):
         if not (isinstance(s[k], list) and len(s[k]) == 2 and 0 <= s[k][0] <= s[k][1]):
             raise ValueError(f"cdrl.schedule.{k} must be [T1, T2] with 0 <= T1 <= T2 (the paper's T2 > T1), "
                              f"got {s[k]!r}")
         if s[k][1] >= total:
             raise ValueError(f"cdrl.schedule.{k}: T2 = {s[k][1]} is not below cdrl.a2c.total_steps = {total}: "
                              "the run would never distil; scale the schedule with the budget")
+    if int(s["fig6d_until"]) < s["fig6d"][1]:
+        raise ValueError(f"cdrl.schedule.fig6d_until = {s['fig6d_until']} is before fig6d's T2 = {s['fig6d'][1]}: "
+                         "the collaborative target would never distil")
     for k in ("fig3b_until", "fig4_from", "fig6a_from"):
         if not 0 <= int(s[k]) < total:
             raise ValueError(f"cdrl.schedule.{k} = {s[k]} must be in [0, cdrl.a2c.total_steps = {total})")

@@ -24,9 +24,10 @@ from matplotlib.figure import Figure
 from common.io import atomic_path, read_json
 from common.report import load_reported, plot_facets, save_figure, to_markdown
 from common.stats import curve_to_grid, iqm_ci_single
-from papers.cdrl.plan import FIGURES, LABELS, NOT_RUN_COLLABORATIVE, RUNS
+from papers.cdrl.plan import FIGURES, LABELS, RUNS
 
 LAST100 = "Fig. 6 last 100"
+COLLAB = "collaborative_bowling"  # Fig. 6d: the run the paper's Sec. 5.4 numbers belong to
 
 
 def last_n_mean(curve: pd.DataFrame, n: int = 100) -> float:
@@ -58,7 +59,7 @@ def summary_row(label: str, seeds: pd.DataFrame) -> dict:
 
 
 def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_scores: dict[str, float]) -> pd.DataFrame:
-    """The last-100-episode reward table: paper vs ours, collaborative cA3C shown as not run.
+    """The last-100-episode reward table: paper vs ours (A3C and collaborative cA3C, Fig. 6d), then Fig. 6a-c.
 
     `ours` maps run -> its per-seed rows (collect); `expert_scores` game -> expert eval score (Sec. 5.3 quotes the
     experts' rewards "at convergence": Pong 20, Bowling 60).
@@ -72,9 +73,12 @@ def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_
     a3c = summary_row("A3C (Bowling)", ours.get("a3c_bowling", pd.DataFrame()))
     rows.append({**a3c, "paper": paper("A3C", "reward"), "paper_pm": paper("A3C", "pm"),
                  "status": "ran" if a3c["seeds"] else "not run", "note": "Sec. 5.4 text (Fig. 6d's baseline)"})
-    rows.append({"run": "cA3C collaborative (Bowling, Fig. 6d)", "seeds": 0, "paper": paper("cA3C", "reward"),
-                 "paper_pm": paper("cA3C", "pm"), "status": NOT_RUN_COLLABORATIVE, "note": "Sec. 5.4 text"})
+    collab = summary_row("cA3C collaborative (Bowling, Fig. 6d)", ours.get(COLLAB, pd.DataFrame()))
+    rows.append({**collab, "paper": paper("cA3C", "reward"), "paper_pm": paper("cA3C", "pm"),
+                 "status": "ran" if collab["seeds"] else "not run", "note": "Sec. 5.4 text"})
     for run in FIGURES["fig6"]["runs"][1:]:
+        if run == COLLAB:
+            continue
         r = summary_row(f"{LABELS[run]} (Bowling)", ours.get(run, pd.DataFrame()))
         rows.append({**r, "paper": np.nan, "paper_pm": np.nan,
                      "status": "ran" if r["seeds"] else "not run", "note": "paper gives curves only"})
@@ -104,13 +108,21 @@ def figure(a) -> None:
             for x, v in zip(grid, curve_to_grid(pd.read_csv(d / "curve.csv"), grid, window=100)):
                 curves.append({"game": RUNS[run][0], "run": LABELS[run], "seed": s.seed,
                                "env_steps": x, "score": v})
+        if run == COLLAB:  # Fig. 6d's source: the Pong learner trained beside the Bowling target
+            src = [runs / run / f"seed{s.seed}" / "source" for s in seeds.itertuples()]
+            for s, d in zip(seeds.itertuples(), src):
+                if not (d / "curve.csv").exists():
+                    continue
+                total = read_json(d / "config.json")["a2c"]["total_steps"]
+                grid = np.linspace(0, total, 51)[1:]
+                for x, v in zip(grid, curve_to_grid(pd.read_csv(d / "curve.csv"), grid, window=100)):
+                    curves.append({"game": read_json(d / "config.json")["a2c"]["game"],
+                                   "run": f"{LABELS[run]}: its source", "seed": s.seed, "env_steps": x, "score": v})
     table = pd.DataFrame(rows)
-    if a.fig == "fig6":
-        table = pd.concat([table, pd.DataFrame([{"run": "cA3C collaborative (6d)", "game": "Bowling", "seeds": 0,
-                                                 "status": NOT_RUN_COLLABORATIVE}])], ignore_index=True)
     caption = (f"{spec['title']} ({a.tier} tier). last100 = mean raw training score of the last 100 games, mean and "
                "sd over seeds; eval = the policy alone (eval.json), all-seeds IQM with its 95% bootstrap interval. "
-               "The paper gives curves only for this figure (no numbers to compare).")
+               "The paper gives curves only for this figure (no numbers to compare"
+               + ("; 6d's Sec. 5.4 last-100 numbers are in last100.md" if a.fig == "fig6" else "") + ").")
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     if not curves:
@@ -128,8 +140,9 @@ def last100(a) -> None:
         table.to_csv(tmp, index=False)
     caption = (f"cA3C Sec. 5.4 / Fig. 6: reward of the last 100 training episodes on Bowling, paper vs ours "
                f"({a.tier} tier). The paper's numbers belong to Fig. 6d (collaborative: Pong and Bowling from "
-               "scratch), which is not implemented; our A3C row compares directly, our Fig. 6a-c rows have no paper "
-               "number. ± (paper) is undefined there; ours is the sd over seeds. ratio = ours / paper.")
+               "scratch together, the Bowling target distilling from the live Pong learner); our A3C and collaborative "
+               "rows compare directly, our Fig. 6a-c rows have no paper number. ± (paper) is undefined there; ours is "
+               "the sd over seeds. ratio = ours / paper.")
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
 

@@ -4,10 +4,11 @@
 
 ``--args`` is a :class:`RunArgs` mapping::
 
-    method: a3c | homogeneous | kd_policy | kd_distill | distill_only
+    method: a3c | homogeneous | kd_policy | kd_distill | distill_only | collaborative
     a2c: {game: Bowling, seed: 0, total_steps: 20000000, ...}     # common.a2c.A2CArgs over PAPER_A2C
     ca3c: {teachers: [runs/.../expert_pong/seed100], align_from: 1000000, distill_from: 2000000, ...}
     eval: {episodes: 30}                                          # common.evaluation.EvalProtocol
+    source: {game: Pong}                                          # collaborative only: the source learner
 
 Methods (papers/cdrl/method.py has the algorithm):
 
@@ -17,7 +18,10 @@ Methods (papers/cdrl/method.py has the algorithm):
   ``use_alignment: false``; through an alignment network F otherwise: online with T1/T2 (Fig. 6b/6c) or
   offline from ``offline_alignment``, a file of papers/cdrl/alignment.py (Fig. 6a));
 * ``distill_only``: the homogeneous hook with the learner's GAE loss off (``A2CArgs.gae_loss = false``): the
-  student learns from the teacher only, while acting in its own env (Fig. 3a).
+  student learns from the teacher only, while acting in its own env (Fig. 3a);
+* ``collaborative``: Fig. 6d / Sec. 5.4: a source (``source``, default Pong) and the target (``a2c``) trained
+  from scratch together in lock-step, the target distilling (kd_distill through an online F) from the
+  source's *current* network; no teacher files (papers/cdrl/collaborative.py).
 
 The method fixes ``ca3c.mode``; writing a different mode in ``ca3c`` is an error.
 
@@ -44,9 +48,10 @@ from common.io import resolve_device, seed_everything, write_json
 from common.nets import make_net
 from papers.cdrl.method import CA3CArgs, CA3CHook, load_teachers
 
-METHODS = ("a3c", "homogeneous", "kd_policy", "kd_distill", "distill_only")
+METHODS = ("a3c", "homogeneous", "kd_policy", "kd_distill", "distill_only", "collaborative")
 MODE_OF = {"homogeneous": "homogeneous", "kd_policy": "kd_policy", "kd_distill": "kd_distill",
-           "distill_only": "homogeneous"}
+           "distill_only": "homogeneous", "collaborative": "kd_distill"}
+LOCKSTEP_KEYS = ("num_envs", "n_steps", "total_steps", "checkpoint_every")  # collaborative: equal in both learners
 
 # The official code's settings (REFERENCE_NOTES §3), under any a2c keys a config gives.
 PAPER_PROTOCOL = {
@@ -79,13 +84,16 @@ class RunArgs:
     """A cA3C run: a pure function of these (the seed is ``a2c.seed``)."""
 
     method: str = "a3c"
-    """a3c | homogeneous | kd_policy | kd_distill | distill_only (module docstring)"""
+    """a3c | homogeneous | kd_policy | kd_distill | distill_only | collaborative (module docstring)"""
     a2c: dict = field(default_factory=dict)
     """common.a2c.A2CArgs fields, over PAPER_A2C (protocol keys merge over PAPER_PROTOCOL)"""
     ca3c: dict = field(default_factory=dict)
     """papers.cdrl.method.CA3CArgs fields (teachers: run directories); unused by a3c"""
     eval: dict = field(default_factory=dict)
     """common.evaluation.EvalProtocol fields; frame_stack, size and crop_rows come from the training protocol"""
+    source: dict = field(default_factory=dict)
+    """collaborative only: A2CArgs overrides of the source learner over the target's ``a2c`` (default game Pong,
+    seed = a2c.seed + collaborative.SOURCE_SEED_OFFSET); lock-step keys and observation keys must stay equal"""
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunArgs":
@@ -94,7 +102,25 @@ class RunArgs:
             raise ValueError(f"cdrl method must be one of {METHODS}, got '{a.method}'")
         A2CArgs.from_dict(a.a2c_args())
         EvalProtocol.from_dict(a.eval_args())
-        if a.method == "a3c":
+        if a.source and a.method != "collaborative":
+            raise ValueError(f"'source' is for method collaborative only (method is {a.method})")
+        if a.method == "collaborative":
+            if a.ca3c.get("teachers"):
+                raise ValueError("method collaborative distils from the live source learner (`source`), not from "
+                                 "teacher files: drop ca3c.teachers")
+            if "mode" in a.ca3c and a.ca3c["mode"] != MODE_OF[a.method]:
+                raise ValueError(f"method collaborative uses ca3c mode 'kd_distill', got '{a.ca3c['mode']}': "
+                                 "drop ca3c.mode")
+            a.ca3c_args()
+            src, tgt = a.source_a2c_args(), a.a2c_args()
+            A2CArgs.from_dict(src)
+            diff = {k: (src.get(k), tgt.get(k)) for k in LOCKSTEP_KEYS if src.get(k) != tgt.get(k)}
+            diff.update({f"protocol.{k}": (src["protocol"].get(k), tgt["protocol"].get(k)) for k in OBS_KEYS
+                         if src["protocol"].get(k) != tgt["protocol"].get(k)})
+            if diff:
+                raise ValueError(f"collaborative source and target must step in lock-step and see the same frames; "
+                                 f"(source, target) differ in {diff}: drop these keys from `source`")
+        elif a.method == "a3c":
             if a.ca3c.get("teachers"):
                 raise ValueError("method a3c is the baseline and takes no teachers; pick homogeneous, kd_policy, "
                                  "kd_distill or distill_only to use ca3c.teachers")
@@ -113,6 +139,15 @@ class RunArgs:
         d = {**PAPER_A2C, **self.a2c, "protocol": protocol}
         if self.method == "distill_only":
             d["gae_loss"] = False
+        return d
+
+    def source_a2c_args(self) -> dict:
+        """The collaborative source learner's A2CArgs: the target's, game Pong, seed + offset, `source` over them."""
+        from papers.cdrl.collaborative import SOURCE_SEED_OFFSET
+
+        tgt = self.a2c_args()
+        d = {**tgt, "game": "Pong", "seed": int(tgt.get("seed", 0)) + SOURCE_SEED_OFFSET, **self.source}
+        d["protocol"] = {**tgt["protocol"], **self.source.get("protocol", {})}
         return d
 
     def ca3c_args(self) -> CA3CArgs:
@@ -172,6 +207,10 @@ def build(run_args: RunArgs, env):
 
 
 def run(run_args: RunArgs, out_dir) -> dict:
+    if run_args.method == "collaborative":
+        from papers.cdrl.collaborative import run as run_collaborative
+
+        return run_collaborative(run_args, out_dir)
     out = Path(out_dir)
     a2c = A2CArgs.from_dict(run_args.a2c_args())
     seed_everything(a2c.seed)  # the student's initialisation is part of the seeded run
