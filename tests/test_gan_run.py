@@ -171,3 +171,14 @@ def test_frame_map_crops_and_scales():
     assert g.grad[:, :, 0].abs().sum() == 0 and g.grad[:, :, 1:11, 1:11].abs().min() > 0
     side, _, f = gr.frame_map((4, 84, 84), 255.0)
     assert side == 84 and f(torch.full((1, 4, 84, 84), 50.0)).max() == pytest.approx(255.0)
+
+
+def test_tier_args_preset_overrides_win_seeds_included():
+    config = {"device": "cpu", "gan_simulator": {
+        "seeds": 3, "gas": {"student_steps": 50, "batch_size": 64}, "args": {"teacher_epochs": 5},
+        "overrides": {"digits_modes": {"seeds": 1, "gas": {"batch_size": 32}, "methods": ["dafl"]}}}}
+    a = gr.tier_image_args(config, "digits_modes")
+    assert a["seeds"] == 1 and a["gas"] == {"student_steps": 50, "batch_size": 32} and a["methods"] == ["dafl"]
+    assert gr.tier_image_args(config, "digits")["seeds"] == 3  # no override: the tier's seeds
+    assert gr.tier_plan({**config, "gan_simulator": {**config["gan_simulator"], "images": ["digits_modes"]}}
+                        )["digits_modes"]["seeds"] == 1

@@ -662,13 +662,14 @@ def run_policy_experiment(args: PolicyArgs, out_dir, log=print) -> dict:
 # The pipeline's plan (config gan_simulator; papers/gan_simulator/rules.smk), decided when the Snakefile loads
 # ---------------------------------------------------------------------------------------------------------
 def tier_image_args(config: dict, experiment: str, threads: int = 1) -> dict:
-    """The --args overrides of one image preset: the tier's args, its gas, the preset's overrides, then data_dir,
-    seeds, threads and device."""
+    """The --args overrides of one image preset: the tier's args, its gas, the preset's overrides (seeds included:
+    they win over the tier's gan_simulator.seeds), then data_dir, threads and device."""
     g = config["gan_simulator"]
     over = dict(g.get("overrides", {}).get(experiment, {}))
     gas = {**g.get("gas", {}), **over.pop("gas", {})}
+    seeds = int(over.pop("seeds", g["seeds"]))  # a preset may run more or fewer seeds than the tier's
     return {**g.get("args", {}), **over, "gas": gas, "data_dir": g.get("data_dir", "data/"),
-            "seeds": int(g["seeds"]), "threads": int(threads), "device": config.get("device", "cpu")}
+            "seeds": seeds, "threads": int(threads), "device": config.get("device", "cpu")}
 
 
 def tier_plan(config: dict) -> dict[str, dict]:
