@@ -40,7 +40,7 @@ def bench(game: str, steps: int, n_teachers: int, threads: int, root: Path) -> f
         for m in range(n_teachers):
             d = root / f"teacher{m}"
             if not (d / "model.zip").exists():
-                train_teacher("ppo", game, m, "untrained", 0, d, eval_episodes=1, overrides={"n_envs": 1})
+                train_teacher("ppo", game, m, "untrained", 0, d, body="a3c", eval_episodes=1, overrides={"n_envs": 1})
             teachers.append(load_teacher(d))
         student = KnowledgeFlowStudent(student, teachers, auto_links(teachers, student.layer_names))
         hook = KnowledgeFlowHook(KFArgs(lambda1=0.1, lambda2=0.01))

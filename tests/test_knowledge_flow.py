@@ -284,3 +284,35 @@ def test_resume_is_exact_with_theta_old(tmp_path):
     _, resumed, _ = _run(tmp_path / "b", total_steps=400, checkpoint_every=200, theta_old="ema")
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_update_reuses_rollout_teacher_features_and_matches_a_fresh_pass():
+    """Frozen teachers: the rollout's pre-activations are reused for the update's T x N pass, with the same
+    logits as running the teachers again; a sequence the rollout never saw runs the teachers."""
+    from common.nets import A3CNet
+    from papers.knowledge_flow.method import KnowledgeFlowStudent
+
+    torch.manual_seed(0)
+    shape = (4, 84, 84)
+    teachers = [A3CNet(shape, 6), A3CNet(shape, 6)]
+    links = [{"teacher": m, "teacher_layer": n, "student_layer": n} for m in range(2) for n in ("conv1", "fc")]
+    kf = KnowledgeFlowStudent(A3CNet(shape, 6), teachers, links)
+    obs = torch.randint(0, 255, (3, 2, *shape), dtype=torch.uint8)
+    calls = []
+    for t in teachers:  # count the teachers' passes
+        t.forward_preacts = (lambda f: (lambda x: (calls.append(1), f(x))[1]))(t.forward_preacts)
+    with torch.no_grad():
+        for k in range(3):
+            kf(obs[k])                               # the rollout: one batch of N envs per step
+        kf(obs[1, :1])                               # a truncated game's final observation, in between
+        kf(obs[2])                                   # the bootstrap value
+    n_rollout = len(calls)
+    out = kf.forward_sequence(obs)
+    assert len(calls) == n_rollout                   # no teacher ran for the update
+    fresh = kf.forward(obs.reshape(6, *shape))       # teachers run again on the flat batch
+    assert len(calls) > n_rollout
+    assert torch.allclose(out.logits.reshape(6, -1), fresh.logits, atol=1e-5)
+    other = torch.randint(0, 255, (3, 2, *shape), dtype=torch.uint8)
+    n = len(calls)
+    kf.forward_sequence(other)                       # never seen: the teachers run
+    assert len(calls) > n

@@ -179,6 +179,35 @@ class KnowledgeFlowStudent(nn.Module):
         for s_layer, cands in self.candidates.items():
             self.w[s_layer] = nn.Parameter(torch.zeros(len(cands)))  # uniform p_w^j at the start
         self.needed = sorted({src for srcs in self.sources.values() for src in srcs})
+        # Teachers are frozen, so their pre-activations on an observation never change: the ones computed
+        # during the rollout (batches of N envs, no grad) are kept and reused by the update's forward over
+        # the same T x N observations (forward_sequence), which then runs no teacher. Reuse is checked, not
+        # assumed: every cached observation batch must equal the update's, else the teachers run again.
+        self._rollout_z: list[tuple[torch.Tensor, dict]] = []
+
+    ROLLOUT_CACHE = 32
+    """rollout steps whose teacher pre-activations are kept (>= the learner's n_steps + 1 to be of use)"""
+
+    def _cache_rollout(self, obs: torch.Tensor, teacher_z: dict) -> None:
+        if self.needed and not torch.is_grad_enabled():
+            self._rollout_z.append((obs.clone(), teacher_z))
+            del self._rollout_z[:-self.ROLLOUT_CACHE]
+
+    def _cached_sequence_z(self, obs: torch.Tensor) -> dict | None:
+        """The teachers' pre-activations of obs [T, N, ...] from the rollout cache, or None; clears the cache.
+
+        The rollout's forward calls are matched in order to obs[0], ..., obs[T-1]; calls in between that are
+        not rollout steps (the values of truncated games' final observations) are skipped, since they do not
+        equal the next step's observations."""
+        cache, self._rollout_z = self._rollout_z, []
+        found, t = [], 0
+        for o, z in cache:
+            if t < obs.shape[0] and o.shape == obs[t].shape and torch.equal(o, obs[t]):
+                found.append(z)
+                t += 1
+        if t < obs.shape[0]:
+            return None
+        return {key: torch.cat([z[key] for z in found]) for key in found[0]}
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -210,6 +239,7 @@ class KnowledgeFlowStudent(nn.Module):
         """One forward pass; `teacher_z` (from ``extra['teacher_z']``) skips re-running the teachers."""
         if teacher_z is None:
             teacher_z = self.teacher_z(obs)
+            self._cache_rollout(obs, teacher_z)
         pw = self.pw()
         h = self.student.input(obs)
         for j, name in enumerate(self.layer_names):
@@ -230,7 +260,9 @@ class KnowledgeFlowStudent(nn.Module):
     def forward_sequence(self, obs: torch.Tensor, state=None, starts=None) -> NetOut:
         """obs [T, N, ...] -> logits [T, N, A], value [T, N] (teacher_z stays flat, [T*N, ...])."""
         t, n = obs.shape[:2]
-        out = self.forward(obs.reshape(t * n, *obs.shape[2:]))
+        teacher_z = self._cached_sequence_z(obs) if self.needed else None
+        flat = obs.reshape(t * n, *obs.shape[2:])
+        out = self.forward(flat, teacher_z=teacher_z if teacher_z is not None else self.teacher_z(flat))
         return NetOut(out.logits.reshape(t, n, -1), out.value.reshape(t, n), None, out.extra)
 
     def initial_state(self, n: int, device=None):
