@@ -182,3 +182,14 @@ def test_tier_args_preset_overrides_win_seeds_included():
     assert gr.tier_image_args(config, "digits")["seeds"] == 3  # no override: the tier's seeds
     assert gr.tier_plan({**config, "gan_simulator": {**config["gan_simulator"], "images": ["digits_modes"]}}
                         )["digits_modes"]["seeds"] == 1
+
+
+def test_progress_log_prints_step_share_and_eta():
+    import io
+
+    buf = io.StringIO()
+    log = gr.progress_log("digits dafl seed 0", 200, out=buf)
+    log({"student_step": 50, "test_acc": 61.25, "loss_student": 0.5, "loss_generator": None})
+    line = buf.getvalue()
+    assert line.startswith("[digits dafl seed 0] student step 50/200 (25%)") and "ETA" in line
+    assert "test_acc 61.2" in line and "loss_student 0.5" in line and "loss_generator" not in line

@@ -114,6 +114,25 @@ def run_method(method: str, teacher: nn.Module, student: nn.Module, gas: GASArgs
     return distill(teacher, student, gas, data_free=False, real_loader=loader, **kw)
 
 
+def progress_log(label: str, total_steps: int, out=None):
+    """A ``distill`` log callback that prints one progress line per record (every ``log_every`` student steps):
+    step, share done, elapsed, ETA and the record's accuracy / losses, to stderr."""
+    import sys
+
+    t0 = time.perf_counter()
+    out = out or sys.stderr
+
+    def log(rec: dict) -> None:
+        step, dt = int(rec.get("student_step", 0)), time.perf_counter() - t0
+        eta = dt / step * (total_steps - step) if step else float("nan")
+        extra = " | ".join(f"{k} {rec[k]:.3g}" for k in ("test_acc", "loss_student", "loss_generator")
+                           if isinstance(rec.get(k), (int, float)))
+        print(f"[{label}] student step {step:,}/{total_steps:,} ({100 * step / max(total_steps, 1):.0f}%) | "
+              f"{dt:.0f} s | ETA {eta:.0f} s" + (f" | {extra}" if extra else ""), file=out, flush=True)
+
+    return log
+
+
 def method_args(method: str, seed: int, gas: dict, overrides: dict, **fixed) -> GASArgs:
     """GASArgs of one method and seed: the shared ``gas`` fields, the method's overrides, then `fixed`."""
     d = {**gas, **overrides.get(method, {}), **fixed, "method": method, "seed": int(seed)}
@@ -412,7 +431,8 @@ def run_image_experiment(name: str, args: ImageArgs, out_dir, log=print) -> dict
             student = NETS[args.student_net](in_channels=channels, n_classes=n_classes)
             t0 = time.perf_counter()
             res = run_method(method, teacher, student, gas, guard, gas.batch_size,
-                             evaluate=lambda s: {"test_acc": 100.0 * accuracy(s, test_loader, device)})
+                             evaluate=lambda s: {"test_acc": 100.0 * accuracy(s, test_loader, device)},
+                             log=progress_log(f"{name} {method} seed {seed}", gas.student_steps))
             acc = 100.0 * accuracy(res.student, test_loader, device)
             row = {"method": method, "seed": seed, "student_acc": acc, "teacher_acc": tinfo["test_acc"],
                    "student_steps": gas.student_steps, "generator_steps": res.generator_steps, "lives": res.lives,
@@ -632,7 +652,8 @@ def run_policy_experiment(args: PolicyArgs, out_dir, log=print) -> dict:
             net = make_net(net_name, teacher.obs_shape, teacher.n_actions)
             t0 = time.perf_counter()
             res = run_method(method, dist_teacher, StudentLogits(net), gas, guard, gas.batch_size,
-                             input_map=input_map)
+                             input_map=input_map,
+                             log=progress_log(f"{args.game} {method} seed {seed}", gas.student_steps))
             net.eval()
             score = evaluate(net, args.game, proto, EVAL_SEED_OFFSET + 1 + seed)
             agree = agreement(tfn, net, real_held)
