@@ -316,3 +316,13 @@ def test_update_reuses_rollout_teacher_features_and_matches_a_fresh_pass():
     n = len(calls)
     kf.forward_sequence(other)                       # never seen: the teachers run
     assert len(calls) > n
+
+
+def test_lambda2_zero_skips_the_theta_old_pass():
+    """Fig. 9's 'no KL' ablation: with lambda2 = 0 the loss is lambda1 * l_dep alone and theta_old is never run."""
+    kf = minatar_kf()
+    hook = KnowledgeFlowHook(KFArgs(lambda1=1.0, lambda2=0.0))
+    hook.old_logits = lambda *a, **k: pytest.fail("theta_old forward pass run with lambda2 = 0")
+    obs = uint8_obs(4, (4, 10, 10)).reshape(2, 2, 4, 10, 10)
+    loss, logs = hook.loss(kf, fake_batch(obs, progress=1.0), kf.forward_sequence(obs))
+    assert loss.item() == pytest.approx(math.log(2.0)) and math.isnan(logs["kf/kl"])   # uniform p_w over 2

@@ -346,9 +346,12 @@ class KnowledgeFlowHook(Hook):
         lam1 = self.lambda1_at(batch.progress)
         obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
         logits = out.logits.reshape(obs.shape[0], -1)
-        kl = policy_kl(logits, self.old_logits(agent, obs, out.extra.get("teacher_z"))).mean()
-        loss = lam1 * dep + self.args.lambda2 * kl                                                 # Eq. 4
-        logs = {"kf/lambda1": lam1, "kf/dep_loss": dep.item(), "kf/kl": kl.item(), **agent.pw_table()}
+        if self.args.lambda2:
+            kl = policy_kl(logits, self.old_logits(agent, obs, out.extra.get("teacher_z"))).mean()
+            loss, kl_log = lam1 * dep + self.args.lambda2 * kl, kl.item()                      # Eq. 4
+        else:  # lambda2 = 0 (Fig. 9's "no KL"): the theta_old pass has no weight, so it is not run (logged NaN)
+            loss, kl_log = lam1 * dep, float("nan")
+        logs = {"kf/lambda1": lam1, "kf/dep_loss": dep.item(), "kf/kl": kl_log, **agent.pw_table()}
         return loss, logs
 
     def after_update(self, agent: nn.Module, batch: Batch) -> dict:
