@@ -19,8 +19,8 @@ rule teacher:
         steps=lambda wc: teacher_steps(wc.algo, wc.kind),
         # body: teachers.body for the tier's actor-critic algo; the Nature-DQN body for the others (DQN teachers,
         # and the A2C teachers of Knowledge Flow's different-architecture ablation); teachers.bodies overrides
-        # (MinAtar games: the MinAtar body, the only one that fits 10x10 frames)
-        body=lambda wc: "minatar" if wc.game.startswith("MinAtar-") else config["teachers"].get("bodies", {}).get(
+        # (MinAtar games, written MinAtar-<Game> (GAS) or MinAtar/<Game> (H-PR): the MinAtar body, the only one that fits 10x10)
+        body=lambda wc: "minatar" if wc.game.startswith(("MinAtar-", "MinAtar/")) else config["teachers"].get("bodies", {}).get(
             wc.algo, config["teachers"].get("body", "a3c") if wc.algo == config["teachers"]["algo"] else "nature"),
         episodes=config["teachers"].get("eval", {}).get("episodes", 10),
         hyperparams=f"{workflow.basedir}/config/teachers.yml",

@@ -37,6 +37,18 @@ def test_dry_run_slurm_profile(tmp_path):
     assert "slurm_partition" in r.stdout + r.stderr
 
 
+def test_minatar_teachers_get_the_minatar_body_however_the_game_is_written(tmp_path):
+    """H-PR names teachers by game (MinAtar/Breakout), GAS by slug (MinAtar-Breakout): both need the MinAtar body."""
+    r = snake("-n", "-p", "--cores", "1", "results/hpr-minatar-2core/hpr_distillation/fig4.md",
+              "--configfile", str(ROOT / "config/recorded/hpr-minatar-2core.yaml"), "--directory", str(tmp_path))
+    teacher_cmds = [line for line in r.stdout.splitlines() if "common.zoo train" in line]
+    assert len(teacher_cmds) == 2 and all("--body minatar" in c for c in teacher_cmds)
+    r = snake("-n", "-p", "--cores", "1", "results/gas-2core/gan_simulator/policy.md",
+              "--configfile", str(ROOT / "config/recorded/gas-2core.yaml"), "--directory", str(tmp_path))
+    teacher_cmds = [line for line in r.stdout.splitlines() if "common.zoo train" in line]
+    assert len(teacher_cmds) == 2 and all("--body minatar" in c for c in teacher_cmds)
+
+
 def test_bad_config_names_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "config/smoke.yaml").read_text().replace("total_steps:", "total_stepz:"))
