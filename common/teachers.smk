@@ -1,5 +1,6 @@
 # Teachers: trained once per tier with stable-baselines3 and shared by every paper that names them.
 #   teachers/<tier>/<algo>/<game>/<kind>/seed<k>/{model.zip, config.json, eval.json}
+from common.zoo import game_from_slug as _zoo_game_from_slug, is_minatar as _zoo_is_minatar
 
 
 def teacher_steps(algo, kind):
@@ -20,7 +21,7 @@ rule teacher:
         # body: teachers.body for the tier's actor-critic algo; the Nature-DQN body for the others (DQN teachers,
         # and the A2C teachers of Knowledge Flow's different-architecture ablation); teachers.bodies overrides
         # (MinAtar games, written MinAtar-<Game> (GAS) or MinAtar/<Game> (H-PR): the MinAtar body, the only one that fits 10x10)
-        body=lambda wc: "minatar" if wc.game.startswith(("MinAtar-", "MinAtar/")) else config["teachers"].get("bodies", {}).get(
+        body=lambda wc: "minatar" if _zoo_is_minatar(_zoo_game_from_slug(wc.game)) else config["teachers"].get("bodies", {}).get(
             wc.algo, config["teachers"].get("body", "a3c") if wc.algo == config["teachers"]["algo"] else "nature"),
         episodes=config["teachers"].get("eval", {}).get("episodes", 10),
         hyperparams=f"{workflow.basedir}/config/teachers.yml",
