@@ -193,3 +193,52 @@ def test_pw_is_recorded_per_epoch_normalised_and_leaves_the_run_unchanged(tmp_pa
     assert {r["method"] for r in rows} == {"kf:big"} and {r["seed"] for r in rows} == {"0", "1"}
     assert len(rows) == 2 * 3 * 2 * 2                                   # seeds x (epochs + 1) x layers x candidates
     assert "pw" not in json.loads((tmp_path / "results.json").read_text())
+
+
+def test_accuracy_curves_are_recorded_per_epoch_and_leave_the_run_unchanged(tmp_path):
+    import csv as _csv
+
+    from papers.knowledge_flow.supervised import experiment_args, run_method, top1_error, train_teacher
+
+    args = experiment_args("digits_kd", {"epochs": 3, "teachers": [{"name": "big", "net": {"hidden": [16]}}],
+                                         "student": {"hidden": [16]}})
+    task = make_task("digits")
+    teachers = {"big": train_teacher(args.teachers[0], args, task)[0]}
+    for method, params in (("baseline", {}), ("kf:big", {"lambda1": 0.1, "lambda2": 0.01})):
+        curve = []
+        row = run_method(method, params, 1, args, task, teachers, curve_log=curve)
+        assert row == run_method(method, params, 1, args, task, teachers)           # recording changes nothing
+        assert [r["epoch"] for r in curve] == [0, 1, 2, 3] and curve[0]["step"] == 0
+        steps_per_epoch = math.ceil(len(task.train.y) / args.batch_size)
+        assert [r["step"] for r in curve] == [0, steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
+        assert all(r["method"] == method and r["seed"] == 1 for r in curve)
+        if method == "baseline":                     # the last point is the final model: 100 - its test error
+            assert curve[-1]["test_acc"] == pytest.approx(100 - row["test_error"]) and curve[-1]["test_acc_student"] == ""
+        else:                                        # mixed net and student alone (= the exported model)
+            assert curve[-1]["test_acc"] == pytest.approx(100 - row["test_error_mixed"])
+            assert curve[-1]["test_acc_student"] == pytest.approx(100 - row["test_error"])
+        assert curve[-1]["test_acc"] > curve[0]["test_acc"] + 20                   # it learned (chance: 10%)
+    # the program writes curves.csv for every final run (each method and seed), not into results.json
+    main(["--experiment", "digits_kd", "--out", str(tmp_path), "--args",
+          "{epochs: 2, seeds: 2, lambda1_grid: [0.1], lambda2_grid: [0.01, 0.05], kd_temperature_grid: [4.0], "
+          "kd_alpha_grid: [0.9], methods: [baseline, kf:big]}"])
+    rows = list(_csv.DictReader(open(tmp_path / "curves.csv")))
+    assert list(rows[0]) == ["preset", "method", "seed", "epoch", "step", "test_acc", "test_acc_student"]
+    assert len(rows) == 2 * 2 * 3 and {r["preset"] for r in rows} == {"digits_kd"}    # methods x seeds x (epochs+1)
+    assert "curves" not in json.loads((tmp_path / "results.json").read_text())
+
+
+def test_evaluation_forwards_are_not_cached_as_rollouts():
+    from papers.knowledge_flow.supervised import top1_error
+
+    torch.manual_seed(0)
+    teacher, student = ClassifierNet((1, 8, 8), 10, hidden=[8]), ClassifierNet((1, 8, 8), 10, hidden=[8])
+    kf = KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": "fc1", "student_layer": "fc1"}],
+                              example_obs=torch.zeros(1, 1, 8, 8))
+    split = Split(torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,)))
+    top1_error(kf, split, batch_size=5)
+    assert len(kf._rollout_z) == 4                 # the RL default: no-grad forwards are kept for the update
+    kf._rollout_z.clear()
+    kf.cache_rollouts = False                      # what the supervised program sets
+    top1_error(kf, split, batch_size=5)
+    assert kf._rollout_z == []

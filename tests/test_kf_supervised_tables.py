@@ -62,10 +62,11 @@ def test_ran_rows_have_our_numbers_and_the_rest_say_why(tmp_path):
     for col, paper in (("Student alone", 1.46), ("KD Hinton et al. (2015)", 0.74), ("Ours", 0.73)):
         c = cell(table, "MNIST", col)
         assert c["ours"] == f"not run: {MNIST_REASON}" and c["paper"] == paper and c["n_seeds"] == 0
-    # presets the tier does not list, ImageNet (no preset) and other works' numbers
+    # presets the tier does not list and other works' numbers
     assert cell(table, "C10", "Ours (C100, SVHN)")["ours"] == \
         "not run: not in this tier (add 'cifar10' to kf_supervised.experiments.table3)"
-    assert cell(table, "Imagenet", "Ours")["ours"].startswith("not run: no ImageNet preset")
+    assert cell(table, "Imagenet", "Ours")["ours"] == \
+        "not run: not in this tier (add 'imagenet_kd' to kf_supervised.experiments.table4)"
     assert cell(table, "EMNIST Letters", "Cohen et al. (2017)")["ours"] == st.OTHER_WORK
     assert cell(table, "STL-10", "Thoma (2017)")["ours"] == st.OTHER_WORK
     # every reported row of Tables 3-6 once, plus the 3 stand-in cells of the preset that ran
@@ -203,3 +204,35 @@ def test_pw_figure_placeholder_and_missing_pw_csv(tmp_path):
     assert empty.empty and st.plot_pw(empty, tmp_path / "pw.png", "t").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="digits_kd/pw.csv is missing: rerun the pipeline's kf_supervised"):
         st.pw_curves(tmp_path, PLAN)
+
+
+def write_curves(runs: Path, exp: str, rows: list):
+    """A curves.csv as papers.knowledge_flow.supervised.write_results leaves it."""
+    (runs / exp).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"preset": exp, **r} for r in rows]).to_csv(runs / exp / "curves.csv", index=False)
+
+
+def test_accuracy_figure_splits_knowledge_flow_into_mixed_and_student_alone(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    digits_kd(runs)
+    write_curves(runs, "digits_kd", [
+        {"method": "baseline", "seed": 0, "epoch": 0, "step": 0, "test_acc": 10.0, "test_acc_student": None},
+        {"method": "baseline", "seed": 0, "epoch": 1, "step": 5, "test_acc": 80.0, "test_acc_student": None},
+        {"method": "kf:big", "seed": 0, "epoch": 0, "step": 0, "test_acc": 12.0, "test_acc_student": 9.0},
+        {"method": "kf:big", "seed": 0, "epoch": 1, "step": 5, "test_acc": 90.0, "test_acc_student": 60.0}])
+    c = st.accuracy_curves(runs, PLAN)                                   # mnist_kd did not run: skipped
+    got = {(r.curve, r.epoch): r.test_acc for r in c.itertuples()}
+    assert got == {("baseline", 0): 10.0, ("baseline", 1): 80.0, ("kf:big (mixed)", 0): 12.0,
+                   ("kf:big (mixed)", 1): 90.0, ("kf:big (student alone)", 0): 9.0, ("kf:big (student alone)", 1): 60.0}
+    assert set(c["panel"]) == {"digits_kd (no paper fig.)"}
+    st.main(["--runs", str(runs), "--tier", "smoke", "--plan", json.dumps(PLAN),
+             "--reported", str(Path(st.__file__).with_name("reported.csv")), "--out-csv", str(out / "t.csv"),
+             "--out-md", str(out / "t.md"), "--out-fig", str(out / "f.png"), "--out-curve-fig", str(out / "c.png")])
+    assert (out / "c.png").stat().st_size > 1000
+    md = (out / "t.md").read_text()
+    assert "**Figure c.png.**" in md and "Shown: digits_kd." in md
+    assert "emnist_letters (not in this tier), stl10 (not in this tier)" in md
+    empty = st.accuracy_curves(tmp_path, {})
+    assert empty.empty and st.plot_curves(empty, tmp_path / "e.png", "t").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="digits_kd/curves.csv is missing: rerun the pipeline's kf_supervised"):
+        st.accuracy_curves(tmp_path, PLAN)

@@ -140,9 +140,12 @@ class KnowledgeFlowStudent(nn.Module):
         dev = next(student.parameters()).device
         blank = (torch.zeros((1, *student.obs_shape), dtype=torch.uint8, device=dev) if example_obs is None
                  else example_obs[:1].to(dev))
+        was_training = student.training
+        student.eval()                    # a shape probe: BatchNorm statistics and dropout are left untouched
         with torch.no_grad():
             s_shapes = [z.shape[1:] for z in student.forward_preacts(blank).extra["preacts"]]
             t_shapes = [[z.shape[1:] for z in teacher_preacts(t, blank)] for t in self.teachers]
+        student.train(was_training)
 
         self.candidates: dict[str, list[str]] = {}   # student layer -> candidate names ("student", "t0.conv3")
         self.sources: dict[str, list[tuple[int, int]]] = {}  # student layer -> [(teacher m, teacher layer i)]
@@ -175,21 +178,24 @@ class KnowledgeFlowStudent(nn.Module):
                 self.Q[s_layer] = nn.ModuleList()
             self.candidates[s_layer].append(name)
             self.sources[s_layer].append((m, i))
-            self.Q[s_layer].append(q)               # PyTorch default init (kaiming-uniform)
+            self.Q[s_layer].append(q.to(dev))       # PyTorch default init (kaiming-uniform), on the student's device
         for s_layer, cands in self.candidates.items():
-            self.w[s_layer] = nn.Parameter(torch.zeros(len(cands)))  # uniform p_w^j at the start
+            self.w[s_layer] = nn.Parameter(torch.zeros(len(cands), device=dev))  # uniform p_w^j at the start
         self.needed = sorted({src for srcs in self.sources.values() for src in srcs})
         # Teachers are frozen, so their pre-activations on an observation never change: the ones computed
         # during the rollout (batches of N envs, no grad) are kept and reused by the update's forward over
         # the same T x N observations (forward_sequence), which then runs no teacher. Reuse is checked, not
         # assumed: every cached observation batch must equal the update's, else the teachers run again.
         self._rollout_z: list[tuple[torch.Tensor, dict]] = []
+        self.cache_rollouts = True
+        """keep no-grad forwards' teacher pre-activations for the update (RL); the supervised program turns it off,
+        as its no-grad forwards are evaluations that no update reuses"""
 
     ROLLOUT_CACHE = 32
     """rollout steps whose teacher pre-activations are kept (>= the learner's n_steps + 1 to be of use)"""
 
     def _cache_rollout(self, obs: torch.Tensor, teacher_z: dict) -> None:
-        if self.needed and not torch.is_grad_enabled():
+        if self.cache_rollouts and self.needed and not torch.is_grad_enabled():
             self._rollout_z.append((obs.clone(), teacher_z))
             del self._rollout_z[:-self.ROLLOUT_CACHE]
 
@@ -332,9 +338,12 @@ class KnowledgeFlowHook(Hook):
         return self.args.lambda1 * progress
 
     def old_logits(self, agent: KnowledgeFlowStudent, obs: torch.Tensor, teacher_z=None) -> torch.Tensor:
-        """Policy logits of theta_old on obs [B, ...] (no grad)."""
+        """Policy logits of theta_old on obs [B, ...] (no grad). The module's buffers go in as copies: a
+        BatchNorm layer in training mode updates its running statistics in place on every forward, and this
+        extra pass must not count twice (nets without buffers: nothing is copied)."""
+        buffers = {k: b.clone() for k, b in agent.named_buffers()}
         with torch.no_grad():
-            return functional_call(agent, self.theta_old, (obs,), {"teacher_z": teacher_z}).logits
+            return functional_call(agent, {**self.theta_old, **buffers}, (obs,), {"teacher_z": teacher_z}).logits
 
     def loss(self, agent: KnowledgeFlowStudent, batch: Batch, out: NetOut):
         if not isinstance(agent, KnowledgeFlowStudent):

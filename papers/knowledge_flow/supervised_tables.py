@@ -3,7 +3,7 @@
   python -m papers.knowledge_flow.supervised_tables --runs runs/<tier>/knowledge_flow_supervised --tier <tier> \
       --plan '{"digits_kd": {"table": "Table 4", "epochs": 3, "not_run": null, "missing": []}, ...}' \
       --reported papers/knowledge_flow/reported.csv --out-csv S.csv --out-md S.md --out-fig S.png \
-      [--out-pw-fig P.png]
+      [--out-pw-fig P.png] [--out-curve-fig C.png]
 
 --plan is :func:`papers.knowledge_flow.supervised.tier_plan` as JSON: the tier's presets and, for each, why it
 was not run (None when it ran). Every reported row of Tables 3-6 appears in the output, with our number, or
@@ -12,6 +12,11 @@ was not run (None when it ran). Every reported row of Tables 3-6 appears in the 
 --out-pw-fig also draws the normalised weights p_w of every candidate ('student', 'teacher 0', ...) per student
 layer over epochs from the experiments' pw.csv (mean and 95% CI over seeds; :func:`pw_curves`, :func:`plot_pw`),
 one panel per preset, Knowledge Flow method and student layer, and adds its caption to the markdown.
+
+--out-curve-fig draws the top-1 test accuracy over epochs of every method (the paper's Figs. 4, EMNIST Letters,
+and 5, STL-10: "our approach, fine-tuning and baseline"), one panel per preset that ran, from each experiment's
+curves.csv (:func:`accuracy_curves`, :func:`plot_curves`); Knowledge Flow shows both the mixed net being trained
+and its student alone (what the export gives at that epoch).
 """
 
 from __future__ import annotations
@@ -33,20 +38,22 @@ from common.report import NOT_RUN, load_reported, plot_facets, save_figure, to_m
 from papers.knowledge_flow.supervised import EXPERIMENTS, NOT_REPRODUCED, PAPER_ROWS, PW_COLUMNS, TIER_TABLES
 
 NOTES = {
-    "Table 3": "Paper: DenseNet-100/24 with standard augmentation; ours: a small conv net stand-in (two stride-2 "
-               "convs, fc 256), no augmentation. Teachers: experts of CIFAR-10/100 and SVHN.",
+    "Table 3": "Paper: DenseNet-BC-100/24 with standard augmentation; ours: DenseNet-BC (paper tier 100/24, default "
+               "tier 40/12) without augmentation, trained with Adam (Huang et al.: SGD). Teachers: experts of "
+               "CIFAR-10/100 and SVHN, of the student's architecture.",
     "Table 4": "Paper: Hinton et al. (2015)'s MLPs on MNIST (teacher 1200-1200, student 800-800; the same here), "
-               "Chen (2017)'s net on C100 (ours: a conv net stand-in, the student with half its channels), "
-               "ResNet-50 -> ResNet-18 on ImageNet. 'w/o digit 3': the student never sees a 3 in training; the "
+               "Chen (2017)'s CIFAR-100 net on C100 (the same here, the student with half its channels; default tier "
+               "at a quarter of its width), ResNet-50 -> ResNet-18 on ImageNet (the same, torchvision's, untrained; "
+               "paper tier only, one lambda point). 'w/o digit 3': the student never sees a 3 in training; the "
                "test set is complete. Digits rows: offline stand-ins on scikit-learn's 8x8 digits (MLP teacher "
                "128-128, student 32-32); the paper has no number for them.",
-    "Table 5": "Paper: Chen (2017)'s MNIST net; ours: a small conv net stand-in. Teachers: experts of EMNIST letters "
-               "(expert), of the first 13 letters (semi-expert) and of EMNIST digits (non-expert). Digits row: "
+    "Table 5": "Paper: Chen (2017)'s MNIST net; ours: the same (fc 256-256, dropout 0.2). Teachers: experts of EMNIST "
+               "letters (expert), of the first 13 letters (semi-expert) and of EMNIST digits (non-expert). Digits row: "
                "offline stand-in, teachers on all digits (expert) and on digits 0-4 (semi-expert). Cohen et al. "
                "(2017) is another work's number, quoted by the paper.",
-    "Table 6": "Paper: Chen (2017)'s STL-10 net on the 5,000 labelled images; ours: a small conv net stand-in on "
-               "STL-10 resized to 32x32 (the CIFAR teachers' input). Zhao et al. (2015) and Thoma (2017) are other "
-               "works' numbers, quoted by the paper.",
+    "Table 6": "Paper: Chen (2017)'s STL-10 net on the 5,000 labelled images; ours: the same (default tier at half "
+               "its width), on 96x96 inputs: the CIFAR teachers' images are upsampled to 96x96. Zhao et al. (2015) "
+               "and Thoma (2017) are other works' numbers, quoted by the paper.",
 }
 COLUMNS = ["table", "row", "column", "experiment", "method", "paper", "ours", "ours_std", "n_seeds", "ratio",
            "epochs", "selected", "ours_mixed", "independence"]
@@ -257,16 +264,7 @@ def plot_pw(pw: pd.DataFrame, path, title: str) -> Path:
     """p_w over epochs per candidate, one panel per preset / method / layer (common.report.plot_facets); a
     placeholder figure saying so when no Knowledge Flow run is there."""
     if pw.empty:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig = Figure(figsize=(7, 3), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.subplots()
-        ax.text(0.5, 0.5, "no supervised Knowledge Flow run in this tier\n(the tables say why)", ha="center",
-                va="center")
-        ax.set_axis_off()
-        fig.suptitle(title, fontsize=9)
-        return save_figure(fig, path, dpi=110)
+        return _placeholder(path, title, "no supervised Knowledge Flow run in this tier\n(the tables say why)")
     df = pw.assign(panel=[f"{pw_label(e)}\n{m} / {lay}" for e, m, lay in zip(pw["preset"], pw["method"], pw["layer"])])
     width_chars = int(4.2 * min(3, df["panel"].nunique()) * 11)                 # plot_facets: 4.2 in a panel
     title = "\n".join(textwrap.fill(line, width_chars) for line in title.split("\n"))
@@ -274,20 +272,89 @@ def plot_pw(pw: pd.DataFrame, path, title: str) -> Path:
                        ylabel="p_w", ncols=3, sharey=True)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Test accuracy over epochs (curves.csv of each experiment): the paper's Figs. 4 and 5
+# ---------------------------------------------------------------------------------------------------
+def accuracy_curves(runs, plan: dict) -> pd.DataFrame:
+    """Long table {preset, panel, curve, seed, epoch, test_acc} of every preset that ran, in plan order: one
+    curve per method, and for Knowledge Flow two, '<method> (mixed)' (the net being trained, with its
+    teachers) and '<method> (student alone)'. A preset that ran without curves.csv stops with the rule to rerun."""
+    runs, parts = Path(runs), []
+    for exp, p in plan.items():
+        if p.get("not_run") is not None:
+            continue
+        f = runs / exp / "curves.csv"
+        if not f.exists():
+            raise FileNotFoundError(f"{f} is missing: rerun the pipeline's kf_supervised rule for '{exp}' (runs made "
+                                    "before test accuracy per epoch was recorded lack it)")
+        df = pd.read_csv(f)
+        kf = df["method"].str.startswith("kf:")
+        mixed = df.assign(curve=np.where(kf, df["method"] + " (mixed)", df["method"]))
+        alone = df[kf].assign(curve=df.loc[kf, "method"] + " (student alone)", test_acc=df.loc[kf, "test_acc_student"])
+        parts.append(pd.concat([mixed, alone], ignore_index=True).assign(preset=exp, panel=pw_label(exp)))
+    cols = ["preset", "panel", "curve", "seed", "epoch", "test_acc"]
+    return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)).astype(
+        {"test_acc": float})
+
+
+def curve_caption(plan: dict, curves: pd.DataFrame, tier: str) -> str:
+    """What the accuracy figure shows and which of the paper's figure presets it lacks, and why."""
+    shown = list(dict.fromkeys(curves["preset"])) if not curves.empty else []
+    absent = [e for e in ("emnist_letters", "stl10") if e not in shown]
+    why = {e: ("not in this tier" if e not in plan else "not run: dataset unavailable"
+               if str(plan[e]["not_run"]).startswith("dataset unavailable") else f"not run: {plan[e]['not_run']}")
+           for e in absent}
+    return (f"Top-1 test accuracy (%) over epochs ({tier} tier), every method of every preset that ran, mean and 95% "
+            "bootstrap CI over seeds (each method with its validation-chosen hyper-parameters; epoch 0 = before "
+            "training). The paper's Fig. 4 is the emnist_letters preset (digits_transfer is its offline stand-in) and "
+            "its Fig. 5 the stl10 preset, each comparing our approach, fine-tuning and the baseline. For Knowledge "
+            "Flow, '(mixed)' is the net being trained (student mixed with its teachers) and '(student alone)' the "
+            "student without teachers, which is what the exported model scores; the paper does not say which of the "
+            "two its figures plot. Shown: " + (", ".join(shown) if shown else "nothing") + "."
+            + (" Not shown: " + ", ".join(f"{e} ({why[e]})" for e in absent) + "." if absent else ""))
+
+
+def plot_curves(curves: pd.DataFrame, path, title: str) -> Path:
+    """Test accuracy over epochs per method, one panel per preset (common.report.plot_facets); a placeholder
+    figure saying so when no preset ran."""
+    if curves.empty:
+        return _placeholder(path, title, "no supervised run in this tier\n(the tables say why)")
+    width_chars = int(4.2 * min(3, curves["panel"].nunique()) * 11)
+    title = "\n".join(textwrap.fill(line, width_chars) for line in title.split("\n"))
+    return plot_facets(curves, path, title, facet="panel", hue="curve", x="epoch", y="test_acc", xlabel="epoch",
+                       ylabel="top-1 test accuracy (%)", ncols=3)
+
+
+def _placeholder(path, title: str, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7, 3), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for k in ("--runs", "--tier", "--plan", "--reported", "--out-csv", "--out-md", "--out-fig"):
         ap.add_argument(k, required=True)
     ap.add_argument("--out-pw-fig", help="also draw p_w over epochs (from each experiment's pw.csv) here")
+    ap.add_argument("--out-curve-fig", help="also draw test accuracy over epochs (each experiment's curves.csv) here")
     a = ap.parse_args(argv)
     plan = json.loads(a.plan)
     table, teachers = build(a.runs, plan, load_reported(a.reported))
     pw = pw_curves(a.runs, plan) if a.out_pw_fig else None
+    curves = accuracy_curves(a.runs, plan) if a.out_curve_fig else None
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     md = markdown(table, teachers, plan, a.tier)
     if pw is not None:
         md += f"\n**Figure {Path(a.out_pw_fig).name}.** {pw_caption(plan, pw, a.tier)}\n"
+    if curves is not None:
+        md += f"\n**Figure {Path(a.out_curve_fig).name}.** {curve_caption(plan, curves, a.tier)}\n"
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(md)
     if pw is not None:
@@ -295,6 +362,11 @@ def main(argv=None):
         plot_pw(pw, a.out_pw_fig, f"Knowledge Flow supervised ({a.tier} tier): p_w per student layer over epochs, "
                                   f"mean and 95% CI over seeds\npaper Fig. 7 = cifar10 (p_w); Figs. 4 (EMNIST Letters), "
                                   f"5 (STL-10) plot accuracy; presets shown: {shown}")
+    if curves is not None:
+        shown = ", ".join(dict.fromkeys(curves["preset"])) or "none"
+        plot_curves(curves, a.out_curve_fig, f"Knowledge Flow supervised ({a.tier} tier): top-1 test accuracy over "
+                                             f"epochs, mean and 95% CI over seeds\npaper Fig. 4 = emnist_letters, "
+                                             f"Fig. 5 = stl10; presets shown: {shown}")
     plot(table, a.runs, a.out_fig, f"Knowledge Flow Tables 3-6 (supervised): test error (%), ours (mean and seeds) "
                                    f"vs paper ({a.tier} tier)")
 
