@@ -11,6 +11,8 @@ Loss per update, on a rollout of ``n_steps`` x ``num_envs`` transitions::
 
 with returns ``R = A + V`` from GAE(gamma, lambda) (lambda = 1 gives A3C's n-step returns).
 ``gae_loss = False`` drops the first three terms (only hook losses and hook steps train the agent).
+A hook may also replace the rollout's rewards before the returns are computed (:meth:`Hook.rewards`,
+Distral's regularised reward); the learner then records log pi(a_t|s_t) of the acting policy for it.
 
 Checkpoints and exact resume
 ----------------------------
@@ -136,12 +138,33 @@ class Batch:
     """env steps so far"""
 
 
+@dataclass
+class Rollout:
+    """One rollout before its returns are computed, as :meth:`Hook.rewards` sees it ([T, N] leading dims, CPU)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    """training rewards (clipped per the protocol; frame-cap truncations already carry gamma * V(cut state))"""
+    starts: torch.Tensor
+    state0: tuple | None
+    logp: torch.Tensor
+    """log pi(a_t|s_t) of the acting policy (the agent's parameters of this update), no gradient"""
+    progress: float
+    step: int
+
+
 class Hook:
     """How a paper extends the learner. Every method is optional."""
 
     def parameters(self) -> list[nn.Parameter]:
         """Extra trainable parameters that join the main optimiser (besides the agent's)."""
         return []
+
+    def rewards(self, agent: nn.Module, rollout: Rollout) -> torch.Tensor:
+        """The rewards the returns are computed from, in place of ``rollout.rewards`` (e.g. Distral's regularised
+        reward). Only a hook that overrides this method makes the learner record ``rollout.logp``."""
+        return rollout.rewards
 
     def loss(self, agent: nn.Module, batch: Batch, out) -> tuple[torch.Tensor | None, dict]:
         """Extra loss terms on this rollout; `out` is the agent's NetOut for it. Returns (loss, logs)."""
@@ -331,6 +354,9 @@ class Learner:
         self.done_buf = torch.zeros((T, N), dtype=torch.bool)
         self.start_buf = torch.zeros((T, N), dtype=torch.bool)
         self.val_buf = torch.zeros((T, N))
+        # log pi(a|s) of the acting policy, recorded only for a hook that replaces the rewards (Hook.rewards)
+        self.shapes_rewards = type(hook).rewards is not Hook.rewards
+        self.logp_buf = torch.zeros((T, N)) if self.shapes_rewards else None
         self.recent: list[float] = []
         self.progress = Progress(self.n_updates * per_update, f"{args.game} seed {args.seed}", args.log_interval_s)
         self.t_start = time.time() - self.wall0
@@ -413,6 +439,8 @@ class Learner:
                                   None if state is None else tuple(s[idx] for s in state)).value
                     r[idx] += args.gamma * v_cut.cpu()
                 act_buf[t], rew_buf[t], val_buf[t] = a.cpu(), r, net_out.value.cpu()
+                if self.shapes_rewards:
+                    self.logp_buf[t] = F.log_softmax(net_out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1).cpu()
                 done_buf[t] = torch.from_numpy(st.terminal | st.truncated)
                 starts = torch.from_numpy(st.game_over.copy())
                 obs = torch.from_numpy(st.obs)
@@ -427,7 +455,11 @@ class Learner:
                 self.recent = self.recent[-100:]
             last_value = agent(obs.to(device), state, starts.to(device)).value.cpu()
         self.obs, self.state, self.starts = obs, state, starts
-        adv, ret = gae(rew_buf, val_buf, done_buf, last_value, args.gamma, args.gae_lambda)
+        rewards = rew_buf
+        if self.shapes_rewards:  # outside inference mode: a hook may keep a graph of its own (Distral's pi_0)
+            rewards = hook.rewards(agent, Rollout(obs_buf, act_buf, rew_buf, start_buf, state0, self.logp_buf,
+                                                  frac, (update + 1) * per_update))
+        adv, ret = gae(rewards, val_buf, done_buf, last_value, args.gamma, args.gae_lambda)
         batch = Batch(obs_buf.to(device), act_buf.to(device), adv.to(device), ret.to(device),
                       start_buf.to(device), state0, frac, (update + 1) * per_update)
         # ---- update --------------------------------------------------------------------------

@@ -23,7 +23,8 @@ def check_config(config: dict) -> None:
         from papers.cdrl import plan as cdrl_plan
 
         cdrl_plan.check(config)
-    for g in list(kf["games"]) + list(kf.get("table2", {})) + kf_plan.all_teacher_games(config):
+    for g in (list(kf["games"]) + list(kf.get("table2", {})) + kf_plan.all_teacher_games(config)
+              + kf_plan.table7_games(config)):
         if g.startswith("MinAtar/"):
             make_vec_env(g, 1).close()
         else:

@@ -28,7 +28,7 @@ def test_dry_run_every_tier(tier, tmp_path):
     assert "gas_image_table" in r.stdout and "gas_modes_table" in r.stdout and "gas_policy" in r.stdout  # GAS
     assert all(j in r.stdout for j in ("cdrl_expert", "cdrl_train", "cdrl_alignment", "cdrl_figure", "cdrl_fig5",
                                        "cdrl_last100"))  # cA3C
-    assert "kf_table7" in r.stdout  # Table 7 (Distral) is in every report, as not run
+    assert "kf_table7" in r.stdout and "kf_distral" in r.stdout  # Table 7: Distral runs next to Knowledge Flow
 
 
 def test_dry_run_slurm_profile(tmp_path):
@@ -118,7 +118,11 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert (tmp_path / "runs/smoke/cdrl/collaborative_bowling/seed0/source/curve.csv").exists()
     for fig in ("fig3_curves", "fig4_curves", "fig5_action_dists", "fig6_curves"):
         assert (tmp_path / f"figures/smoke/cdrl/{fig}.png").stat().st_size > 1000
-    assert "not run: Distral" in (tmp_path / "results/smoke/knowledge_flow/table7.md").read_text()
+    t7 = pd.read_csv(tmp_path / "results/smoke/knowledge_flow/table7.csv")   # Table 7: Distral m1 / m0 and KF ran
+    ran = t7[t7.n_seeds > 0]
+    assert set(ran.row) == {"Breakout+Seaquest+Breakout"} and set(ran.column) == {"Distral", "Ours", "Distral m0"}
+    assert (tmp_path / "runs/smoke/knowledge_flow/distral/Breakout+Seaquest+Breakout/seed0/task3/curve.csv").exists()
+    assert (tmp_path / "runs/smoke/knowledge_flow/kf_seaquest_breakout/Breakout/seed0/eval.json").exists()
     assert (tmp_path / "figures/smoke/knowledge_flow/supervised_pw.png").stat().st_size > 1000
     assert "Table 7" in report and "cA3C" in report
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"), "--directory", str(tmp_path))

@@ -24,6 +24,19 @@ A spec may set ``kind`` (expert | untrained teachers, Fig. 8), ``algo`` (the zoo
 ``a2c`` teachers carry the Nature-DQN body, Fig. 10) and ``kf`` (KFArgs overrides, e.g. lambda2 0 for Fig. 9 or
 theta_old ema for Fig. 11), which win over the sampled lambdas.
 
+Table 7 (config ``knowledge_flow.table7``) names task triples, task 1 first::
+
+    table7:
+      triples: [[KungFuMaster, Hero, Seaquest], [Hero, Seaquest, Riverraid]]
+      seeds: 3                           # optional; default knowledge_flow.seeds
+      distral: {alpha: 0.5, beta: 3000}  # papers.knowledge_flow.distral.DistralArgs
+
+Each triple gets a Distral run (papers/knowledge_flow/distral.py: the three tasks in lock-step, ``a2c.total_steps``
+per task) in ``distral/<Task1+Task2+Task3>/seed<k>/``, and a Knowledge Flow run on task 1 with the experts of tasks
+2 and 3 as teachers, named ``kf_<task2>_<task3>`` (:func:`table7_kf_method`) like any experiment run, so it is the
+same run as a Table 1 / Fig. 8 run of that name and spec (the paper's Table 7 'Ours' numbers are its Table 1 and
+Table 2 numbers). Both columns train ``knowledge_flow.a2c.total_steps`` steps per task, as in the paper.
+
 Each run draws (lambda1, lambda2) from the paper's grids as a pure function of its seed
 (:func:`papers.knowledge_flow.method.sample_lambdas`): seed k uses the same pair in every game and method,
 so the methods are compared on equal draws.
@@ -45,6 +58,8 @@ COLUMNS = {"baseline": ["A3C baseline", "A3C"], **{m: [c] for m, (c, _) in TABLE
 RUN_KEYS = {"teachers", "kind", "algo", "kf", "column"}
 LAMBDA1_GRID = (0.05, 0.1, 0.5)    # Sec. 4.1
 LAMBDA2_GRID = (0.001, 0.01, 0.05)
+DISTRAL = "distral"
+"""run-directory name of Table 7's Distral runs: distral/<Task1+Task2+Task3>/seed<k>/"""
 
 
 def teacher_dir(config: dict, tier: str, game: str, kind: str = "expert", algo: str | None = None) -> str:
@@ -56,13 +71,44 @@ def experiments(config: dict) -> dict:
     return config["knowledge_flow"].get("experiments", {}) or {}
 
 
+def table7(config: dict) -> dict:
+    """The knowledge_flow.table7 block ({} when the tier does not run Table 7)."""
+    return config["knowledge_flow"].get("table7") or {}
+
+
+def table7_triples(config: dict) -> list[list[str]]:
+    return [list(t) for t in table7(config).get("triples", [])]
+
+
+def triple_name(triple) -> str:
+    """'KungFuMaster+Hero+Seaquest': the run directory of a Distral run and the row of reported.csv's Table 7."""
+    return "+".join(triple)
+
+
+def table7_seeds(config: dict) -> int:
+    return int(table7(config).get("seeds", config["knowledge_flow"]["seeds"]))
+
+
+def table7_kf_method(triple) -> str:
+    """The Knowledge Flow run of Table 7's 'Ours' column: task 1 with the experts of the other tasks as teachers."""
+    return "kf_" + "_".join(re.sub(r"[^a-z0-9]", "", g.lower()) for g in triple[1:])
+
+
+def table7_kf_specs(config: dict) -> dict[str, dict]:
+    """run name -> spec of every Table 7 Knowledge Flow run (as an experiment run would write it)."""
+    return {table7_kf_method(t): {"teachers": list(t[1:])} for t in table7_triples(config)}
+
+
 def run_spec(config: dict, method: str) -> dict:
-    """The spec of a run named in knowledge_flow.experiments (check() makes names unambiguous)."""
+    """The spec of a run named in knowledge_flow.experiments or implied by table7 (check() makes names unambiguous)."""
     for exp in experiments(config).values():
         if method in exp["runs"]:
             return exp["runs"][method]
-    raise KeyError(f"run '{method}' is neither the baseline, a Table 2 method ({', '.join(TABLE2)}) nor a run "
-                   "of knowledge_flow.experiments")
+    t7 = table7_kf_specs(config)
+    if method in t7:
+        return t7[method]
+    raise KeyError(f"run '{method}' is neither the baseline, a Table 2 method ({', '.join(TABLE2)}), a run "
+                   "of knowledge_flow.experiments nor a Table 7 run")
 
 
 def teachers(config: dict, method: str, game: str) -> list[tuple[str, str, str]]:
@@ -119,6 +165,7 @@ def runs(config: dict) -> list[tuple[str, str]]:
     out += [(m, g) for g in kf.get("table2", {}) for m in TABLE2]
     for name in experiments(config):
         out += [(m, g) for m, g, _ in experiment_cells(config, name)]
+    out += [(table7_kf_method(t), t[0]) for t in table7_triples(config)]
     return list(dict.fromkeys(out))
 
 
@@ -130,6 +177,9 @@ def run_seeds(config: dict) -> list[tuple[str, str, int]]:
     for name in experiments(config):
         for m, g, s in experiment_cells(config, name):
             n[(m, g)] = max(n.get((m, g), 0), s)
+    for t in table7_triples(config):
+        cell = (table7_kf_method(t), t[0])
+        n[cell] = max(n.get(cell, 0), table7_seeds(config))
     return [(m, g, s) for (m, g), k in n.items() for s in range(k)]
 
 
@@ -154,8 +204,38 @@ def run_args(config: dict, tier: str, method: str, game: str, seed: int, threads
                        "kf": {**kf.get("kf", {}), "lambda1": l1, "lambda2": l2, **spec_kf, "teachers": dirs}})
 
 
+def distral_args(config: dict, triple: str, seed: int, threads: int, device: str) -> str:
+    """The RunArgs of one Distral run (papers/knowledge_flow/distral.py) as JSON; `triple` as triple_name writes it."""
+    kf, t7 = config["knowledge_flow"], table7(config)
+    a2c = dict(kf["a2c"], seed=int(seed), torch_threads=int(threads), device=device)
+    return json.dumps({"tasks": triple.split("+"), "a2c": a2c, "distral": t7.get("distral", {}),
+                       "eval": kf.get("eval", {}), "eval_pi0": bool(t7.get("eval_pi0", True))})
+
+
+def table7_games(config: dict) -> list[str]:
+    """Every game of Table 7's triples (sorted, once each)."""
+    return sorted({g for t in table7_triples(config) for g in t})
+
+
+def check_table7(config: dict) -> None:
+    """Config errors in table7, named before any job starts."""
+    from papers.knowledge_flow.distral import RunArgs as DistralRunArgs
+
+    t7 = table7(config)
+    if not t7:
+        return
+    for t in table7_triples(config):
+        if len(t) < 2 or any("+" in g or "/" in g for g in t):
+            raise ValueError(f"knowledge_flow.table7.triples: {t} must list at least two Atari games (task 1 first; "
+                             "no '+' or '/' in a name)")
+        DistralRunArgs.from_dict(json.loads(distral_args(config, triple_name(t), 0, 1, "cpu")))
+    names = [triple_name(t) for t in table7_triples(config)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"knowledge_flow.table7.triples lists a triple twice: {names}")
+
+
 def check(config: dict) -> None:
-    """Config errors in table2, named before any job starts."""
+    """Config errors in table2, the experiments and table7, named before any job starts."""
     kf = config["knowledge_flow"]
     for game, entry in kf.get("table2", {}).items():
         missing = [k for _, k in TABLE2.values() if k not in entry]
@@ -184,3 +264,8 @@ def check(config: dict) -> None:
                 raise ValueError(f"{where} differs from another experiment's run of the same name ({seen[run]}); "
                                  "a shared run must have one spec: rename one of them")
             seen[run] = same
+    for run, spec in table7_kf_specs(config).items():
+        if run in seen and seen[run] != spec:
+            raise ValueError(f"knowledge_flow.table7: its Knowledge Flow run '{run}' (teachers {spec['teachers']}) has "
+                             f"the name of an experiment run with another spec ({seen[run]}): rename that run")
+    check_table7(config)

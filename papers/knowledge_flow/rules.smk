@@ -1,7 +1,8 @@
 # Knowledge Flow (Liu, Peng, Schwing, ICLR 2019), reinforcement learning: Table 2 (ours w/ expert, ours w/
 # non-expert, fine-tuning, the A3C baseline) with Fig. 3/6 curves, the normalised weights p_w over training
-# (Fig. 1c/7) and how far each student ends from independence. Which runs and teachers: plan.py.
-# Runs live in runs/<tier>/knowledge_flow/<method>/<game>/seed<k>/.
+# (Fig. 1c/7) and how far each student ends from independence; Table 1 and the ablations; Table 7 (vs Distral).
+# Which runs and teachers: plan.py. Runs live in runs/<tier>/knowledge_flow/<method>/<game>/seed<k>/, Distral's
+# in runs/<tier>/knowledge_flow/distral/<Task1+Task2+Task3>/seed<k>/.
 from common.pipeline import eval_protocol
 from papers.knowledge_flow import plan as kf_plan
 
@@ -44,6 +45,8 @@ rule kf_eval:
         model=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/model.pt",
     output:
         f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/eval.json",
+    wildcard_constraints:
+        method="baseline|finetune|kf_[a-z0-9_]+",  # not distral: its runner evaluates m1 itself
     params:
         protocol=eval_protocol(KF.get("eval")),
     log:
@@ -136,31 +139,102 @@ REPORT_SECTIONS.insert(0, {
 })
 
 
-KF_TABLE7_REASON = ("Distral (Teh et al. 2017; KL + ent 1 col) is not implemented: it trains three task policies "
-                    "together with a shared distilled policy, a multi-task learner the shared single-task A2C does "
-                    "not provide (issue 3)")
+KF_T7 = kf_plan.table7(config)
+KF_T7_TRIPLES = kf_plan.table7_triples(config)
+KF_T7_SEEDS = range(kf_plan.table7_seeds(config))
 
 
-rule kf_table7:
-    """Table 7 (Knowledge Flow vs Distral on three task triples): paper numbers only, shown as not run."""
-    input:
-        reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
+rule kf_distral:
+    """One Distral run (KL + ent 1col): the triple's task learners and pi_0 in lock-step, a2c.total_steps per task;
+    then task 1's policy m1 (and pi_0, m0) evaluated on task 1 with the Knowledge Flow protocol."""
     output:
-        csv=f"results/{TIER}/knowledge_flow/table7.csv",
-        md=f"results/{TIER}/knowledge_flow/table7.md",
+        curve=f"{KF_RUNS}/distral/{{triple}}/seed{{seed}}/curve.csv",
+        model=f"{KF_RUNS}/distral/{{triple}}/seed{{seed}}/model.pt",
+        eval=f"{KF_RUNS}/distral/{{triple}}/seed{{seed}}/eval.json",
+    wildcard_constraints:
+        triple=r"[A-Za-z0-9]+(\+[A-Za-z0-9]+)+",
+        seed=r"\d+",
     params:
-        reason=KF_TABLE7_REASON,
+        args=lambda wc, threads: kf_plan.distral_args(config, wc.triple, wc.seed, threads,
+                                                      config.get("device", "auto")),
     log:
-        f"logs/{TIER}/knowledge_flow/table7.log",
-    threads: 1
+        f"logs/{TIER}/knowledge_flow/distral_{{triple}}_seed{{seed}}.log",
+    benchmark:
+        f"benchmarks/{TIER}/knowledge_flow/distral_{{triple}}_seed{{seed}}.tsv"
+    threads: config.get("threads_per_run", 1)
+    resources:
+        mem_mb=6000,
+        # minutes: three task learners + pi_0 cost ~3.5 single runs (kf_train's estimate: >= 350 steps/s)
+        runtime=lambda wc: 60 + 7 * KF["a2c"]["total_steps"] // 40_000,
     shell:
-        "{PY} -m papers.knowledge_flow.tables not_run --table 'Table 7' --reason {params.reason:q} --tier {TIER}"
-        " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} 2> {log}"
+        "{PY} -m papers.knowledge_flow.distral --out $(dirname {output.curve}) --args '{params.args}' 2> {log}"
 
 
-REPORT_SECTIONS.append({
-    "title": "Knowledge Flow: Table 7 (vs Distral on task triples): not run",
-    "tables": [rules.kf_table7.output.md],
-    "figs": [],
-    "note": "The paper's numbers are listed so the gap is visible; nothing of ours is compared with them.",
-})
+if KF_T7:
+
+    rule kf_table7:
+        """Table 7: Distral's task-1 policy m1 vs Knowledge Flow on task 1 with the task-2 and task-3 experts as
+        teachers, per triple (top-k of N and all-seeds IQM [95% CI]), with task-1 training curves."""
+        input:
+            distral=[f"{KF_RUNS}/distral/{kf_plan.triple_name(t)}/seed{s}/eval.json" for t in KF_T7_TRIPLES
+                     for s in KF_T7_SEEDS],
+            ours=[f"{KF_RUNS}/{kf_plan.table7_kf_method(t)}/{t[0]}/seed{s}/eval.json" for t in KF_T7_TRIPLES
+                  for s in KF_T7_SEEDS],
+            reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
+        output:
+            csv=f"results/{TIER}/knowledge_flow/table7.csv",
+            md=f"results/{TIER}/knowledge_flow/table7.md",
+            fig=f"figures/{TIER}/knowledge_flow/table7_curves.png",
+        params:
+            spec=__import__("json").dumps({"triples": KF_T7_TRIPLES, "seeds": len(KF_T7_SEEDS),
+                                           "total_steps": KF["a2c"]["total_steps"],
+                                           "distral": KF_T7.get("distral", {})}),
+            top_k=KF["top_k"],
+        log:
+            f"logs/{TIER}/knowledge_flow/table7.log",
+        benchmark:
+            f"benchmarks/{TIER}/knowledge_flow/table7.tsv"
+        threads: 1
+        shell:
+            "{PY} -m papers.knowledge_flow.tables table7 --spec {params.spec:q} --runs {KF_RUNS} --tier {TIER}"
+            " --top-k {params.top_k} --reported {input.reported} --out-csv {output.csv} --out-md {output.md}"
+            " --out-fig {output.fig} 2> {log}"
+
+    REPORT_SECTIONS.append({
+        "title": "Knowledge Flow: Table 7 (vs Distral on task triples)",
+        "tables": [rules.kf_table7.output.md],
+        "figs": [rules.kf_table7.output.fig],
+        "note": "Distral (KL + ent 1col) is our implementation (papers/knowledge_flow/distral.py): alpha and beta are "
+                "our choices (the Knowledge Flow paper gives none), every Distral task plays the full 18-action set, "
+                "and its task learners are the same synchronous A2C as every other run. The Knowledge Flow column is "
+                "the run kf_<task2>_<task3> on task 1 (shared with Table 1 / Fig. 8 where they name it).",
+        "budget": f"Table 7: {KF['a2c']['total_steps']:,} env steps per task for Distral (x{len(KF_T7_TRIPLES[0])} "
+                  f"tasks) and for Knowledge Flow (paper: 40M each), {len(KF_T7_SEEDS)} seeds, top {KF['top_k']}",
+        "teachers": [f"{d}/eval.json" for t in KF_T7_TRIPLES
+                     for d in kf_plan.teacher_dirs(config, TIER, kf_plan.table7_kf_method(t), t[0])],
+    })
+
+else:
+
+    rule kf_table7:
+        """Table 7 in a tier without knowledge_flow.table7: the paper's numbers, shown as not run in this tier."""
+        input:
+            reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
+        output:
+            csv=f"results/{TIER}/knowledge_flow/table7.csv",
+            md=f"results/{TIER}/knowledge_flow/table7.md",
+        params:
+            reason="not in this tier (add knowledge_flow.table7 to its config: papers/knowledge_flow/plan.py)",
+        log:
+            f"logs/{TIER}/knowledge_flow/table7.log",
+        threads: 1
+        shell:
+            "{PY} -m papers.knowledge_flow.tables not_run --table 'Table 7' --reason {params.reason:q} --tier {TIER}"
+            " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} 2> {log}"
+
+    REPORT_SECTIONS.append({
+        "title": "Knowledge Flow: Table 7 (vs Distral on task triples): not in this tier",
+        "tables": [rules.kf_table7.output.md],
+        "figs": [],
+        "note": "The paper's numbers are listed; this tier's config has no knowledge_flow.table7 block.",
+    })

@@ -5,6 +5,9 @@
       --reported papers/knowledge_flow/reported.csv --out-csv T.csv --out-md T.md \
       --out-independence I.md --out-fig F.png --out-pw-fig P.png
   python -m papers.knowledge_flow.tables baseline --runs runs/<tier>/knowledge_flow/baseline ...   (A3C columns only)
+  python -m papers.knowledge_flow.tables table7 --spec '{"triples": [["Hero", "Seaquest", "Riverraid"]], "seeds": 3,
+      "total_steps": 2000000, "distral": {...}}' --runs runs/<tier>/knowledge_flow --tier <tier> --top-k 1 \
+      --reported ... --out-csv T.csv --out-md T.md --out-fig F.png
   python -m papers.knowledge_flow.tables not_run --table "Table 7" --reason "..." ...   (a table we do not run)
 """
 
@@ -189,6 +192,72 @@ def experiment(a) -> None:
                 facet="game", hue="method")
 
 
+TABLE7_NAMES = {"distral": "Distral m1 (ours)", "kf": "KF w/ task 2+3 experts (ours)",
+                "distral_m0": "Distral m0 (ours)"}
+
+
+def table7(a) -> None:
+    """Table 7: Distral's task-1 policy m1 vs Knowledge Flow on task 1 with the experts of tasks 2 and 3 as teachers,
+    per task triple; Distral's distilled policy m0 on task 1 beside them (the paper: m1 is better than m0)."""
+    import json
+
+    from papers.knowledge_flow.plan import DISTRAL, table7_kf_method, triple_name
+
+    spec, runs = json.loads(a.spec), Path(a.runs)
+    seeds, curves, m0, stats = [], [], [], []
+    for triple in spec["triples"]:
+        name = triple_name(triple)
+        s_d, c_d = collect(runs / DISTRAL, "distral", games=[name], max_seeds=spec["seeds"])
+        s_k, c_k = collect(runs / table7_kf_method(triple), "kf", games=[triple[0]], max_seeds=spec["seeds"])
+        seeds += [s_d, s_k.assign(game=name)]
+        curves += [c_d.assign(method=TABLE7_NAMES["distral"]), c_k.assign(game=name, method=TABLE7_NAMES["kf"])]
+        for r in s_d.itertuples():
+            d = runs / DISTRAL / name / f"seed{r.seed}"
+            if (d / "pi0" / "eval.json").exists():
+                m0.append({"method": "distral_m0", "game": name, "seed": r.seed,
+                           "score": read_json(d / "pi0" / "eval.json")["mean"]})
+            if (d / "final.json").exists():
+                stats.append({"triple": name, "seed": r.seed, **read_json(d / "final.json")["distral"]})
+    seeds = pd.concat(seeds + ([pd.DataFrame(m0)] if m0 else []), ignore_index=True)
+    curves = pd.concat(curves, ignore_index=True)
+    ours = summarise(seeds, score="score", by=("method", "game"), k=a.top_k)
+    table = comparison_table(ours, load_reported(a.reported), "Table 7", row_col="game",
+                             column_map={"Distral": "distral", "Ours": "kf", "Distral m0": "distral_m0"})
+    table["method"] = table["method"].map(lambda m: TABLE7_NAMES.get(m, m))
+    n = int(seeds.groupby(["method", "game"]).seed.nunique().max())
+    with atomic_path(a.out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    d = spec.get("distral", {})
+    caption = (f"Knowledge Flow Table 7 (task-1 score): paper vs ours, {a.tier} tier, {int(spec['total_steps']):,} env "
+               "steps per task for each method (paper: 40M; Distral trains every task of the triple, so 3x the steps "
+               "in all). Distral = KL + ent 1col (Teh et al. 2017; papers/knowledge_flow/distral.py) with alpha "
+               f"{d.get('alpha', '?')}, beta {d.get('beta', '?')} (our choice: the KF paper gives none), every task on "
+               "the full 18-action set; its task-1 policy m1 is the paper's 'Distral' column, its distilled policy m0 "
+               "is the 'Distral m0' rows (the paper gives no number). Ours = Knowledge Flow on task 1 with the experts "
+               "of tasks 2 and 3 as teachers (the run kf_<task2>_<task3>), on its game's minimal action set. "
+               f"ours_topk = mean of the top {a.top_k} of {n} seeds (paper protocol: top 3 of 25); ours_iqm = "
+               "all-seeds IQM with its 95% stratified-bootstrap interval; ratio = ours_topk / paper.")
+    cells = {(table7_kf_method(t), t[0]) for t in spec["triples"]}
+    ind = independence_table(runs, sorted({m for m, _ in cells}))
+    ind = ind[[(m, g) in cells for m, g in zip(ind["method"], ind["game"])]]
+    st = pd.DataFrame(stats, columns=["triple", "seed", "kl_to_pi0", "neg_logp", "pi0_cross_entropy"])
+    if len(st):
+        st = st.groupby("triple", sort=False).agg(
+            runs=("seed", "count"), kl_to_pi0=("kl_to_pi0", "mean"), neg_logp=("neg_logp", "mean"),
+            pi0_cross_entropy=("pi0_cross_entropy", "mean")).reset_index()
+    with atomic_path(a.out_md) as tmp:
+        tmp.write_text(
+            to_markdown(table, caption) + "\n"
+            + to_markdown(st, "Distral task 1 at the end of training (mean over seeds of the last tenth of training): "
+                              "kl_to_pi0 = mean log pi_1 - log pi_0 on the actions taken (a sample estimate of "
+                              "KL(pi_1 || pi_0)), neg_logp = mean -log pi_1 (entropy estimate), pi0_cross_entropy = "
+                              "pi_0's distillation loss on task 1's rollouts") + "\n"
+            + to_markdown(ind, "Knowledge Flow runs of the 'Ours' column: remaining teacher dependence "
+                               "1 - p_w(student) at the end of training (0 = independent)"))
+    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 7: task-1 training curves, all seeds, mean and 95% CI "
+                                   f"({a.tier} tier)", facet="game", hue="method")
+
+
 def not_run(a) -> None:
     """A table of the paper that this repository does not run: its reported rows beside "not run: <why>"."""
     rep = load_reported(a.reported)
@@ -222,11 +291,15 @@ def main(argv=None):
     for k in ("--name", "--spec", "--runs", "--tier", "--reported", "--out-csv", "--out-md", "--out-fig"):
         e.add_argument(k, required=True)
     e.add_argument("--top-k", type=int, default=3)
+    t7 = sub.add_parser("table7")
+    for k in ("--spec", "--runs", "--tier", "--reported", "--out-csv", "--out-md", "--out-fig"):
+        t7.add_argument(k, required=True)
+    t7.add_argument("--top-k", type=int, default=3)
     n = sub.add_parser("not_run")
     for k in ("--table", "--reason", "--tier", "--reported", "--out-csv", "--out-md"):
         n.add_argument(k, required=True)
     a = ap.parse_args(argv)
-    {"baseline": baseline, "table2": table2, "experiment": experiment, "not_run": not_run}[a.what](a)
+    {"baseline": baseline, "table2": table2, "experiment": experiment, "table7": table7, "not_run": not_run}[a.what](a)
 
 
 if __name__ == "__main__":
