@@ -154,6 +154,21 @@ class Rollout:
     step: int
 
 
+def run_rounds(runner, stop_after_rounds: int | None = None) -> dict | None:
+    """Drive learners that step in lock-step (cA3C's collaborative mode, Distral): call ``runner.step_round()``
+    until ``runner.done``, then ``runner.close()``. `stop_after_rounds` stops early, as a killed job would (tests);
+    it returns {'stopped_at_round': k} then, else None."""
+    start = runner.round
+    try:
+        while not runner.done:
+            if stop_after_rounds is not None and runner.round - start >= stop_after_rounds:
+                return {"stopped_at_round": runner.round}
+            runner.step_round()
+    finally:
+        runner.close()
+    return None
+
+
 class Hook:
     """How a paper extends the learner. Every method is optional."""
 

@@ -21,6 +21,19 @@ def run(main, argv=None) -> None:
         sys.exit(2)
 
 
+def out_args_main(description: str, from_dict, run_fn, out_help: str = "run directory"):
+    """The ``main(argv)`` of a runner taking ``--out DIR --args MAPPING``: ``run_fn(from_dict(mapping), out)``."""
+    def main(argv=None):
+        import argparse
+
+        ap = argparse.ArgumentParser(description=description)
+        ap.add_argument("--out", required=True, help=out_help)
+        ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON (module docstring)")
+        a = ap.parse_args(argv)
+        run_fn(from_dict(parse_mapping(a.args)), a.out)
+    return main
+
+
 def parse_mapping(text: str, what: str = "--args") -> dict:
     """A mapping given on the command line as JSON (what the pipeline writes) or YAML (what people type).
 

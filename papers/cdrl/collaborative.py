@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from common.a2c import A2CArgs, Learner, load_policy
+from common.a2c import A2CArgs, Learner, load_policy, run_rounds
 from common.envs import make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
@@ -138,14 +138,9 @@ class Collaborative:
 
     def train(self, stop_after_rounds: int | None = None) -> dict:
         """All rounds, then both learners' outputs; `stop_after_rounds` simulates a killed job (tests)."""
-        start = self.round
-        try:
-            while not self.done:
-                if stop_after_rounds is not None and self.round - start >= stop_after_rounds:
-                    return {"stopped_at_round": self.round}
-                self.step_round()
-        finally:
-            self.close()
+        stopped = run_rounds(self, stop_after_rounds)
+        if stopped is not None:
+            return stopped
         rs = self.source.finish()
         rt = self.target.finish()   # last: the target's curve.csv marks the finished run
         self.ckpt_path.unlink(missing_ok=True)

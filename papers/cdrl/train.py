@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.a2c import A2CArgs, train
+from common.cli import out_args_main
 from common.envs import dataclass_from_dict, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import resolve_device, seed_everything, write_json
@@ -234,16 +235,7 @@ def run(run_args: RunArgs, out_dir) -> dict:
     return {**result, "eval_mean": ev["mean"]}
 
 
-def main(argv=None):
-    import argparse
-
-    from common.cli import parse_mapping
-
-    ap = argparse.ArgumentParser(description="Train one cA3C run (or the A3C baseline) and evaluate it.")
-    ap.add_argument("--out", required=True, help="run directory")
-    ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON (module docstring)")
-    a = ap.parse_args(argv)
-    run(RunArgs.from_dict(parse_mapping(a.args)), a.out)
+main = out_args_main("Train one cA3C run (or the A3C baseline) and evaluate it.", RunArgs.from_dict, run)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.a2c import A2CArgs, Hook, Learner, Rollout, load_policy, make_optimizer, save_policy
+from common.a2c import A2CArgs, Hook, Learner, Rollout, load_policy, make_optimizer, run_rounds, save_policy
+from common.cli import out_args_main
 from common.envs import dataclass_from_dict, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
@@ -323,14 +324,9 @@ class Distral:
 
     def train(self, stop_after_rounds: int | None = None) -> dict:
         """All rounds, then every output; `stop_after_rounds` simulates a killed job (tests)."""
-        start = self.round
-        try:
-            while not self.done:
-                if stop_after_rounds is not None and self.round - start >= stop_after_rounds:
-                    return {"stopped_at_round": self.round}
-                self.step_round()
-        finally:
-            self.close()
+        stopped = run_rounds(self, stop_after_rounds)
+        if stopped is not None:
+            return stopped
         first = self.learners[0]
         others = [lr.finish() for lr in self.learners[1:]]
         (self.out / "pi0").mkdir(exist_ok=True)
@@ -372,16 +368,8 @@ def run(run_args: RunArgs, out_dir, stop_after_rounds: int | None = None) -> dic
     return {**result, "eval_mean": evals["m1"], **({"pi0_eval_mean": evals["m0"]} if "m0" in evals else {})}
 
 
-def main(argv=None):
-    import argparse
-
-    from common.cli import parse_mapping
-
-    ap = argparse.ArgumentParser(description="Train one Distral (KL + ent 1col) run and evaluate its task-1 policy.")
-    ap.add_argument("--out", required=True, help="run directory (task 1's learner directory)")
-    ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON (module docstring)")
-    a = ap.parse_args(argv)
-    run(RunArgs.from_dict(parse_mapping(a.args)), a.out)
+main = out_args_main("Train one Distral (KL + ent 1col) run and evaluate its task-1 policy.", RunArgs.from_dict, run,
+                     out_help="run directory (task 1's learner directory)")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from common.a2c import A2CArgs, train
+from common.cli import out_args_main
 from common.envs import dataclass_from_dict, make_vec_env
 from common.io import resolve_device, seed_everything, write_json
 from common.nets import make_net
@@ -122,16 +123,7 @@ def run(run_args: RunArgs, out_dir) -> dict:
     return train(a2c, out_dir, agent=agent, hook=hook, env=env)
 
 
-def main(argv=None):
-    import argparse
-
-    from common.cli import parse_mapping
-
-    ap = argparse.ArgumentParser(description="Train one Knowledge Flow run (or a baseline) with the shared learner.")
-    ap.add_argument("--out", required=True, help="run directory")
-    ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON (module docstring)")
-    a = ap.parse_args(argv)
-    run(RunArgs.from_dict(parse_mapping(a.args)), a.out)
+main = out_args_main("Train one Knowledge Flow run (or a baseline) with the shared learner.", RunArgs.from_dict, run)
 
 
 if __name__ == "__main__":
