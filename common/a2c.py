@@ -274,6 +274,33 @@ def make_optimizer(args: A2CArgs, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=args.lr, alpha=args.rmsprop_alpha, eps=args.adam_eps, foreach=True)
 
 
+def decay_lr(opt: torch.optim.Optimizer, args: A2CArgs, frac: float) -> None:
+    """The learner's schedule at training fraction `frac`: lr x the group's ``lr_scale`` (1 if none) x (1 - frac)
+    when ``args.lr_decay``, else unchanged."""
+    if args.lr_decay:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * g.get("lr_scale", 1.0) * (1.0 - frac)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_grad_norm: float) -> float:
+    """zero_grad, backward, clip the global gradient norm of `params` to `max_grad_norm` (0: no clipping), step;
+    returns the norm before clipping (0.0 when not clipped)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else 0.0
+    opt.step()
+    return float(grad_norm)
+
+
+def check_lockstep(learners: dict, what: str) -> None:
+    """Learners that step in lock-step ({name: Learner}) must agree on env steps per update, updates and updates
+    per checkpoint; a ValueError naming the differing ones otherwise."""
+    shapes = {name: (lr.per_update, lr.n_updates, lr.ckpt_updates) for name, lr in learners.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{what} learners must step in lock-step: they need the same num_envs x n_steps, total_steps "
+                         f"and checkpoint_every, got (per update, updates, updates per checkpoint) {shapes}")
+
+
 def save_policy(path, agent: nn.Module, args: A2CArgs, env: VecEnv, **meta) -> None:
     """A plain policy file: the net's name, shapes, protocol and weights (loadable by load_policy)."""
     torch_save({"net": args.net, "obs_shape": tuple(env.obs_shape), "n_actions": env.n_actions,
@@ -433,9 +460,7 @@ class Learner:
         obs_buf, act_buf, rew_buf, done_buf = self.obs_buf, self.act_buf, self.rew_buf, self.done_buf
         start_buf, val_buf, env = self.start_buf, self.val_buf, self.env
         frac = update / n_updates
-        if args.lr_decay:
-            for g in opt.param_groups:
-                g["lr"] = args.lr * g["lr_scale"] * (1.0 - frac)
+        decay_lr(opt, args, frac)
         state0 = state if state is None else tuple(s.detach() for s in state)
         # ---- rollout -------------------------------------------------------------------------
         with torch.inference_mode():
@@ -497,10 +522,7 @@ class Learner:
                 f"hook losses. The last checkpoint ({self.ckpt_path}) is kept; a rerun resumes from it.")
         grad_norm = 0.0
         if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(self.params, args.max_grad_norm) if args.max_grad_norm > 0 else 0.0
-            opt.step()
+            grad_norm = optimizer_step(opt, loss, self.params, args.max_grad_norm)
         logs.update(hook.after_update(agent, batch))
         if (update + 1) % self.stats_every_updates == 0 or update == n_updates - 1:
             row = {"env_steps": (update + 1) * per_update, "policy_loss": pg_loss.item(),

@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from common.bench import cost_table, publish
 
 
 def bench_single(method: str, steps: int, threads: int, teacher: Path | None, root: Path, ca3c: dict) -> float:
@@ -97,15 +98,7 @@ def main():
         name = "collaborative (Pong source + Bowling target, F and distillation on; target steps)"
         rates[name] = bench_collaborative(a.steps, a.threads, root)
         print(f"{name}: {rates[name]:,.0f} steps/s", flush=True)
-    base = rates[ROWS[0][0]]
-    lines = [f"### cA3C cost, Bowling, {a.steps:,} steps each, torch threads {a.threads}, {platform.machine()} "
-             f"(torch {torch.__version__})", "", "| run | steps/s | cost vs baseline |", "|---|---:|---:|"]
-    lines += [f"| {n} | {r:,.0f} | {base / r:.2f}x |" for n, r in rates.items()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write("\n" + text)
+    publish(cost_table(f"cA3C cost, Bowling, {a.steps:,} steps each, torch threads {a.threads}", "run", rates), a.out)
 
 
 if __name__ == "__main__":

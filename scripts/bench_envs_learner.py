@@ -21,6 +21,8 @@ import time
 import numpy as np
 import torch
 
+from common.bench import publish
+
 
 def _sb3_env_id(game):
     """A callable env id for make_atari_env that registers ale-py's ids in whichever process runs it."""
@@ -139,11 +141,7 @@ def main():
              "| what | steps/s | vs SB3 A2C |", "|---|---:|---:|"]
     for name, r in rows:
         lines.append(f"| {name} | {r:,.0f} | {r / base:.2f}x |" if name.startswith("train") else f"| {name} | {r:,.0f} | |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write(text + "\n")
+    publish("\n".join(lines) + "\n", a.out)
 
 
 if __name__ == "__main__":

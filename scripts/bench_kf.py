@@ -13,12 +13,13 @@ wall-time clock (curve.csv); here the whole train() call is timed, minus env con
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from common.bench import cost_table, publish
 
 
 def bench(game: str, steps: int, n_teachers: int, threads: int, root: Path) -> float:
@@ -58,17 +59,10 @@ def main():
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rates = {n: bench(a.game, a.steps, n, a.threads, Path(tmp)) for n in (0, 1, 2)}
-    lines = [f"### Knowledge Flow cost, {a.game}, {a.steps:,} steps each, torch threads {a.threads}, "
-             f"{platform.machine()} (torch {torch.__version__})", "",
-             "| student | steps/s | cost vs baseline |", "|---|---:|---:|"]
-    for n, r in rates.items():
-        name = "A3C baseline (no teacher)" if n == 0 else f"Knowledge Flow, {n} teacher{'s' * (n > 1)} (A3C body, all layers linked)"
-        lines.append(f"| {name} | {r:,.0f} | {rates[0] / r:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write("\n" + text)
+    named = {"A3C baseline (no teacher)" if n == 0 else
+             f"Knowledge Flow, {n} teacher{'s' * (n > 1)} (A3C body, all layers linked)": r for n, r in rates.items()}
+    publish(cost_table(f"Knowledge Flow cost, {a.game}, {a.steps:,} steps each, torch threads {a.threads}", "student",
+                       named), a.out)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def test_evaluation_forwards_are_not_cached_as_rollouts():
     split = Split(torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,)))
     top1_error(kf, split, batch_size=5)
     assert len(kf._rollout_z) == 4                 # the RL default: no-grad forwards are kept for the update
-    kf._rollout_z.clear()
-    kf.cache_rollouts = False                      # what the supervised program sets
+    kf = KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": "fc1", "student_layer": "fc1"}],
+                              example_obs=torch.zeros(1, 1, 8, 8), cache_rollouts=False)   # as the program builds it
     top1_error(kf, split, batch_size=5)
     assert kf._rollout_z == []

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from common.a2c import A2CArgs, Learner, load_policy, run_rounds
+from common.a2c import A2CArgs, Learner, check_lockstep, load_policy, run_rounds
 from common.envs import make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
@@ -100,12 +100,7 @@ class Collaborative:
         self.hook = CA3CHook(self.ca3c, tgt_net, [LiveTeacher(src_net)], seed=tgt.seed)
         self.target = Learner(tgt, out, agent=tgt_net, hook=self.hook, env=tgt_env, own_checkpoint=False,
                               resume=None if ck is None else ck["target"])
-        s, t = self.source, self.target
-        if (s.per_update, s.n_updates, s.ckpt_updates) != (t.per_update, t.n_updates, t.ckpt_updates):
-            raise ValueError("collaborative learners must step in lock-step: source and target need the same "
-                             "num_envs x n_steps, total_steps and checkpoint_every, got "
-                             f"{(s.per_update, s.n_updates, s.ckpt_updates)} and {(t.per_update, t.n_updates, t.ckpt_updates)} "
-                             "(per update, updates, updates per checkpoint)")
+        check_lockstep({"source": self.source, "target": self.target}, "collaborative")
         if ck is not None:
             if ck["source"]["update"] != ck["target"]["update"]:  # cannot happen: one file holds both
                 raise RuntimeError(f"checkpoint {self.ckpt_path} holds learners at different updates")

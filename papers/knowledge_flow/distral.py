@@ -70,7 +70,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.a2c import A2CArgs, Hook, Learner, Rollout, load_policy, make_optimizer, run_rounds, save_policy
+from common.a2c import (A2CArgs, Hook, Learner, Rollout, check_lockstep, decay_lr, load_policy, make_optimizer,
+                         optimizer_step, run_rounds, save_policy)
 from common.cli import out_args_main
 from common.envs import dataclass_from_dict, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
@@ -259,12 +260,9 @@ class Distral:
             self.hooks.append(hook)
             self.learners.append(Learner(a, task_dir(out, i), agent=net, hook=hook, env=env, own_checkpoint=False,
                                          resume=None if ck is None else ck["tasks"][i]))
-        first = self.learners[0]
-        shape = (first.per_update, first.n_updates, first.ckpt_updates)
-        for lr in self.learners[1:]:  # cannot differ (one a2c for all), checked as cA3C's collaborative mode does
-            if (lr.per_update, lr.n_updates, lr.ckpt_updates) != shape:
-                raise ValueError("distral task learners must step in lock-step (same num_envs x n_steps, total_steps, "
-                                 "checkpoint_every)")
+        # cannot differ (one a2c for all), checked as cA3C's collaborative mode does
+        check_lockstep({f"task {i + 1} ({t})": lr for i, (t, lr) in enumerate(zip(run_args.tasks, self.learners))},
+                       "distral task")
         if ck is not None:
             if len({c["update"] for c in ck["tasks"]}) != 1:  # cannot happen: one file holds them all
                 raise RuntimeError(f"checkpoint {self.ckpt_path} holds learners at different updates")
@@ -299,14 +297,8 @@ class Distral:
             raise FloatingPointError(f"non-finite pi_0 distillation loss ({loss.item()}) at round {self.round}: lower "
                                      f"lr (now {a0.lr}). The last checkpoint ({self.ckpt_path}) is kept; a rerun "
                                      "resumes from it.")
-        if a0.lr_decay:
-            for g in self.pi0_opt.param_groups:
-                g["lr"] = a0.lr * (1.0 - frac)
-        self.pi0_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if a0.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.pi0.parameters(), a0.max_grad_norm)
-        self.pi0_opt.step()
+        decay_lr(self.pi0_opt, a0, frac)
+        optimizer_step(self.pi0_opt, loss, list(self.pi0.parameters()), a0.max_grad_norm)
         return loss.item()
 
     def step_round(self) -> None:

@@ -122,7 +122,7 @@ class KnowledgeFlowStudent(nn.Module):
     recurrent = False
 
     def __init__(self, student: LayeredNet, teachers: list[nn.Module] = (), links: list[dict] = (),
-                 example_obs: torch.Tensor | None = None):
+                 example_obs: torch.Tensor | None = None, cache_rollouts: bool = True):
         super().__init__()
         self.student = student
         self.teachers = nn.ModuleList(teachers)
@@ -187,7 +187,7 @@ class KnowledgeFlowStudent(nn.Module):
         # the same T x N observations (forward_sequence), which then runs no teacher. Reuse is checked, not
         # assumed: every cached observation batch must equal the update's, else the teachers run again.
         self._rollout_z: list[tuple[torch.Tensor, dict]] = []
-        self.cache_rollouts = True
+        self.cache_rollouts = cache_rollouts
         """keep no-grad forwards' teacher pre-activations for the update (RL); the supervised program turns it off,
         as its no-grad forwards are evaluations that no update reuses"""
 

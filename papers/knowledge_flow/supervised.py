@@ -749,24 +749,24 @@ def run_method(method: str, params: dict, seed: int, args: SupArgs, task: Task, 
     seed_everything(seed)
     student = make_net(args.student, task)
     row = {"method": method, "seed": seed, **params}
+    # the plain student's curve (baseline, fine-tune, KD); Knowledge Flow records its mixed net and student below
+    curve = None if curve_log is None else curve_recorder(student, task.test, method, seed, curve_log)
     if kind in ("baseline", "finetune"):
         if kind == "finetune":
             finetune_classifier(student, teachers[names[0]])
-        curve = None if curve_log is None else curve_recorder(student, task.test, method, seed, curve_log)
         model = fit(student, task.train, CrossEntropy(), args.epochs, args.batch_size, args.lr, seed, on_epoch=curve)
     elif kind == "kd":
         teacher = teachers[names[0]]
         if teacher.n_classes != task.n_classes:
             raise ValueError(f"kd:{names[0]}: the teacher has {teacher.n_classes} classes, the target "
                              f"{task.n_classes}; KD needs the same output classes")
-        curve = None if curve_log is None else curve_recorder(student, task.test, method, seed, curve_log)
         model = fit(student, task.train, HintonKD(teacher, params["temperature"], params["alpha"]),
                     args.epochs, args.batch_size, args.lr, seed, on_epoch=curve)
     else:
         ts = [teachers[n] for n in names]
         links = same_name_links(student, ts) if args.links == "same" else list(args.links)
-        kf = KnowledgeFlowStudent(student, ts, links, example_obs=task.train.x[:1])
-        kf.cache_rollouts = False               # no-grad forwards here are evaluations, not rollouts
+        # cache_rollouts off: no-grad forwards here are evaluations, which no update reuses
+        kf = KnowledgeFlowStudent(student, ts, links, example_obs=task.train.x[:1], cache_rollouts=False)
         objective = KnowledgeFlowObjective(KFArgs(lambda1=params["lambda1"], lambda2=params["lambda2"],
                                                   theta_old=args.theta_old, ema_alpha=args.ema_alpha))
         record = _both(None if pw_log is None else pw_recorder(kf, method, seed, names, pw_log),

@@ -223,17 +223,41 @@ def pw_label(experiment: str) -> str:
     return f"{experiment} ({PW_FIGURES.get(experiment, 'no paper fig.')})"
 
 
-def pw_curves(runs, plan: dict) -> pd.DataFrame:
-    """The pw.csv rows of every preset that ran (plan[e]['not_run'] is None), in plan order; a preset that
-    ran without pw.csv stops with the rule to rerun."""
-    runs, parts = Path(runs), []
+def ran_preset_files(runs, plan: dict, name: str, recorded: str):
+    """(preset, path) of file `name` of every preset that ran (plan[e]['not_run'] is None), in plan order; a preset
+    that ran without it stops with the rule to rerun (runs made before `recorded` was recorded lack it)."""
     for exp, p in plan.items():
         if p.get("not_run") is not None:
             continue
-        f = runs / exp / "pw.csv"
+        f = Path(runs) / exp / name
         if not f.exists():
             raise FileNotFoundError(f"{f} is missing: rerun the pipeline's kf_supervised rule for '{exp}' (runs made "
-                                    "before p_w was recorded lack it)")
+                                    f"before {recorded} was recorded lack it)")
+        yield exp, f
+
+
+def absent_reason(plan: dict, experiment: str, ran: str = "no Knowledge Flow run") -> str:
+    """Why a figure lacks a preset: not in this tier, not run (dataset unavailable, or the plan's reason), or
+    `ran` when it ran but gave the figure nothing."""
+    if experiment not in plan:
+        return "not in this tier"
+    reason = plan[experiment].get("not_run")
+    if reason is None:
+        return ran
+    return "not run: dataset unavailable" if str(reason).startswith("dataset unavailable") else f"not run: {reason}"
+
+
+def _wrap_title(title: str, n_panels: int) -> str:
+    """Each line of `title` wrapped to the width of a row of up to 3 panels (plot_facets: 4.2 in a panel)."""
+    width_chars = int(4.2 * min(3, n_panels) * 11)
+    return "\n".join(textwrap.fill(line, width_chars) for line in title.split("\n"))
+
+
+def pw_curves(runs, plan: dict) -> pd.DataFrame:
+    """The pw.csv rows of every preset that ran (plan[e]['not_run'] is None), in plan order; a preset that
+    ran without pw.csv stops with the rule to rerun."""
+    parts = []
+    for exp, f in ran_preset_files(runs, plan, "pw.csv", "p_w"):
         df = pd.read_csv(f, dtype={"teacher": str}).fillna({"teacher": ""})     # "" = the student
         parts.append(df.assign(preset=exp))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PW_COLUMNS)
@@ -244,9 +268,7 @@ def pw_caption(plan: dict, pw: pd.DataFrame, tier: str) -> str:
     shown = list(dict.fromkeys(pw["preset"])) if not pw.empty else []
     fig_presets = [e for e in PW_FIGURES if e in EXPERIMENTS]
     absent = [e for e in fig_presets if e not in shown]
-    why = {e: ("not in this tier" if e not in plan else "no Knowledge Flow run" if plan[e].get("not_run") is None
-               else "not run: dataset unavailable" if str(plan[e]["not_run"]).startswith("dataset unavailable")
-               else f"not run: {plan[e]['not_run']}") for e in absent}
+    why = {e: absent_reason(plan, e) for e in absent}
     teachers = {e: "; ".join(f"{m}: " + ", ".join(f"teacher {i} = {t}" for i, t in enumerate(m.partition(':')[2].split('+')))
                              for m in dict.fromkeys(pw.loc[pw["preset"] == e, "method"]))
                 for e in shown}
@@ -266,10 +288,8 @@ def plot_pw(pw: pd.DataFrame, path, title: str) -> Path:
     if pw.empty:
         return _placeholder(path, title, "no supervised Knowledge Flow run in this tier\n(the tables say why)")
     df = pw.assign(panel=[f"{pw_label(e)}\n{m} / {lay}" for e, m, lay in zip(pw["preset"], pw["method"], pw["layer"])])
-    width_chars = int(4.2 * min(3, df["panel"].nunique()) * 11)                 # plot_facets: 4.2 in a panel
-    title = "\n".join(textwrap.fill(line, width_chars) for line in title.split("\n"))
-    return plot_facets(df, path, title, facet="panel", hue="candidate", x="epoch", y="p_w", xlabel="epoch",
-                       ylabel="p_w", ncols=3, sharey=True)
+    return plot_facets(df, path, _wrap_title(title, df["panel"].nunique()), facet="panel", hue="candidate", x="epoch",
+                       y="p_w", xlabel="epoch", ylabel="p_w", ncols=3, sharey=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -279,14 +299,8 @@ def accuracy_curves(runs, plan: dict) -> pd.DataFrame:
     """Long table {preset, panel, curve, seed, epoch, test_acc} of every preset that ran, in plan order: one
     curve per method, and for Knowledge Flow two, '<method> (mixed)' (the net being trained, with its
     teachers) and '<method> (student alone)'. A preset that ran without curves.csv stops with the rule to rerun."""
-    runs, parts = Path(runs), []
-    for exp, p in plan.items():
-        if p.get("not_run") is not None:
-            continue
-        f = runs / exp / "curves.csv"
-        if not f.exists():
-            raise FileNotFoundError(f"{f} is missing: rerun the pipeline's kf_supervised rule for '{exp}' (runs made "
-                                    "before test accuracy per epoch was recorded lack it)")
+    parts = []
+    for exp, f in ran_preset_files(runs, plan, "curves.csv", "test accuracy per epoch"):
         df = pd.read_csv(f)
         kf = df["method"].str.startswith("kf:")
         mixed = df.assign(curve=np.where(kf, df["method"] + " (mixed)", df["method"]))
@@ -301,9 +315,7 @@ def curve_caption(plan: dict, curves: pd.DataFrame, tier: str) -> str:
     """What the accuracy figure shows and which of the paper's figure presets it lacks, and why."""
     shown = list(dict.fromkeys(curves["preset"])) if not curves.empty else []
     absent = [e for e in ("emnist_letters", "stl10") if e not in shown]
-    why = {e: ("not in this tier" if e not in plan else "not run: dataset unavailable"
-               if str(plan[e]["not_run"]).startswith("dataset unavailable") else f"not run: {plan[e]['not_run']}")
-           for e in absent}
+    why = {e: absent_reason(plan, e, ran="no curves recorded") for e in absent}
     return (f"Top-1 test accuracy (%) over epochs ({tier} tier), every method of every preset that ran, mean and 95% "
             "bootstrap CI over seeds (each method with its validation-chosen hyper-parameters; epoch 0 = before "
             "training). The paper's Fig. 4 is the emnist_letters preset (digits_transfer is its offline stand-in) and "
@@ -319,10 +331,8 @@ def plot_curves(curves: pd.DataFrame, path, title: str) -> Path:
     figure saying so when no preset ran."""
     if curves.empty:
         return _placeholder(path, title, "no supervised run in this tier\n(the tables say why)")
-    width_chars = int(4.2 * min(3, curves["panel"].nunique()) * 11)
-    title = "\n".join(textwrap.fill(line, width_chars) for line in title.split("\n"))
-    return plot_facets(curves, path, title, facet="panel", hue="curve", x="epoch", y="test_acc", xlabel="epoch",
-                       ylabel="top-1 test accuracy (%)", ncols=3)
+    return plot_facets(curves, path, _wrap_title(title, curves["panel"].nunique()), facet="panel", hue="curve",
+                       x="epoch", y="test_acc", xlabel="epoch", ylabel="top-1 test accuracy (%)", ncols=3)
 
 
 def _placeholder(path, title: str, text: str) -> Path:
