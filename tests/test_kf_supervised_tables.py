@@ -42,6 +42,13 @@ PLAN = {"digits_kd": {"table": "Table 4", "epochs": 5, "not_run": None, "missing
                      "missing": [["mnist", "data/MNIST/raw", "python -c \"import torchvision; ...\""]]}}
 
 
+def build_tables(runs: Path, out: Path, extra=()):
+    """The tables CLI on `runs` with PLAN, writing t.csv, t.md, f.png (and `extra` arguments) under `out`."""
+    st.main(["--runs", str(runs), "--tier", "smoke", "--plan", json.dumps(PLAN),
+             "--reported", str(Path(st.__file__).with_name("reported.csv")), "--out-csv", str(out / "t.csv"),
+             "--out-md", str(out / "t.md"), "--out-fig", str(out / "f.png"), *extra])
+
+
 def cell(table, row, column):
     hit = table[(table["row"] == row) & (table["column"] == column)]
     assert len(hit) == 1, (row, column, len(hit))
@@ -95,9 +102,7 @@ def test_a_run_preset_without_results_stops_with_the_rule_to_run(tmp_path):
 def test_cli_writes_csv_markdown_and_figure(tmp_path):
     digits_kd(tmp_path / "runs")
     out = tmp_path / "out"
-    st.main(["--runs", str(tmp_path / "runs"), "--tier", "smoke", "--plan", json.dumps(PLAN),
-             "--reported", str(Path(st.__file__).with_name("reported.csv")), "--out-csv", str(out / "t.csv"),
-             "--out-md", str(out / "t.md"), "--out-fig", str(out / "f.png")])
+    build_tables(tmp_path / "runs", out)
     md = (out / "t.md").read_text()
     assert "lower is better" in md and md.count("**Knowledge Flow Table ") == 4
     assert "| digits (offline stand-in for MNIST) | Ours | digits_kd | kf:big | n/a | 6.000 | 2.000 | 2 |" in md
@@ -179,9 +184,7 @@ def test_pw_figure_from_hand_made_pw_csv(tmp_path):
     pw = st.pw_curves(runs, PLAN)                                        # mnist_kd did not run: no rows, no error
     assert set(pw["preset"]) == {"digits_kd"} and pw.groupby(["seed", "epoch", "layer"])["p_w"].sum().sub(1).abs().max() < 1e-9
     assert pw["teacher"].tolist()[:2] == ["", "big"]
-    st.main(["--runs", str(runs), "--tier", "smoke", "--plan", json.dumps(PLAN),
-             "--reported", str(Path(st.__file__).with_name("reported.csv")), "--out-csv", str(out / "t.csv"),
-             "--out-md", str(out / "t.md"), "--out-fig", str(out / "f.png"), "--out-pw-fig", str(out / "pw.png")])
+    build_tables(runs, out, ["--out-pw-fig", str(out / "pw.png")])
     assert (out / "pw.png").stat().st_size > 1000
     md = (out / "t.md").read_text()
     assert "**Figure pw.png.**" in md and "Shown: digits_kd (kf:big: teacher 0 = big)" in md
@@ -225,9 +228,7 @@ def test_accuracy_figure_splits_knowledge_flow_into_mixed_and_student_alone(tmp_
     assert got == {("baseline", 0): 10.0, ("baseline", 1): 80.0, ("kf:big (mixed)", 0): 12.0,
                    ("kf:big (mixed)", 1): 90.0, ("kf:big (student alone)", 0): 9.0, ("kf:big (student alone)", 1): 60.0}
     assert set(c["panel"]) == {"digits_kd (no paper fig.)"}
-    st.main(["--runs", str(runs), "--tier", "smoke", "--plan", json.dumps(PLAN),
-             "--reported", str(Path(st.__file__).with_name("reported.csv")), "--out-csv", str(out / "t.csv"),
-             "--out-md", str(out / "t.md"), "--out-fig", str(out / "f.png"), "--out-curve-fig", str(out / "c.png")])
+    build_tables(runs, out, ["--out-curve-fig", str(out / "c.png")])
     assert (out / "c.png").stat().st_size > 1000
     md = (out / "t.md").read_text()
     assert "**Figure c.png.**" in md and "Shown: digits_kd." in md
