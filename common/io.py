@@ -60,13 +60,24 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states (python, numpy, torch's CPU generator and, once CUDA is in use, every GPU's)."""
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():   # a GPU run samples its actions on the GPU
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
 
 
 def set_rng_state(s: dict) -> None:
+    """Restore :func:`rng_state`. The torch states go back to the CPU first: a checkpoint read with
+    ``map_location=<a GPU>`` holds them on that GPU, and torch only takes a CPU ByteTensor. The GPU generators are
+    restored where the state has them and this machine has CUDA (a GPU checkpoint resumed on a CPU machine
+    skips them)."""
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
+    torch.set_rng_state(s["torch"].cpu())
+    if "cuda" in s and torch.cuda.is_available():
+        for i, t in enumerate(s["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(t.cpu(), i)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -654,7 +654,7 @@ def run_policy_experiment(args: PolicyArgs, out_dir, log=print) -> dict:
             res = run_method(method, dist_teacher, StudentLogits(net), gas, guard, gas.batch_size,
                              input_map=input_map,
                              log=progress_log(f"{args.game} {method} seed {seed}", gas.student_steps))
-            net.eval()
+            net.cpu().eval()   # distill trained it on args.device; the evaluation and agreement below run on the CPU
             score = evaluate(net, args.game, proto, EVAL_SEED_OFFSET + 1 + seed)
             agree = agreement(tfn, net, real_held)
             rows.append({"method": method, "seed": seed, "score": score["mean"], "score_std": score["std"],
