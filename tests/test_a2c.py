@@ -32,8 +32,10 @@ def test_gae_terminal_and_lambda():
     assert torch.allclose(adv[:, 0], torch.tensor([a0, a1, d2]))
 
 
+# device cpu: these tests assert bit-for-bit reproducibility, which holds on the CPU (a GPU's kernels need not be
+# deterministic; tests/test_gpu.py checks the GPU path)
 SMALL = dict(game="MinAtar/Breakout", net="minatar", num_envs=4, n_steps=5, total_steps=2000,
-             checkpoint_every=400, stats_every=200, log_interval_s=1e9, lr=1e-3)
+             checkpoint_every=400, stats_every=200, log_interval_s=1e9, lr=1e-3, device="cpu")
 
 
 def _curve(d):

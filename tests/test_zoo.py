@@ -72,7 +72,7 @@ def test_sb3_vecenv_spaces_dones_and_raw_episode_scores():
 def test_body_matches_layered_net(game, body, net_cls):
     env = SB3VecEnv(make_vec_env(game, 1))
     hp = resolve_hyperparams("ppo", game, overrides={"n_envs": 1, "batch_size": 128}, body=body)
-    teacher = Teacher(make_model("ppo", hp, env, seed=0))
+    teacher = Teacher(make_model("ppo", hp, env, seed=0, device="cpu"))
     obs = rollout_obs(game, n=2, steps=30)
     net = net_cls(env.observation_space.shape, env.action_space.n)
     net.layers.load_state_dict(teacher.body.layers.state_dict())
@@ -106,7 +106,7 @@ def test_ppo_teacher_files_and_logits(ppo_dir):
     assert ev["episodes"] == 3 and ev["mean"] == pytest.approx(np.mean(ev["scores"]))
     assert ev["protocol"]["clip_rewards"] is False and ev["protocol"]["episodic_life"] is False
 
-    model = PPO.load(ppo_dir / "model.zip")  # a plain SB3 file
+    model = PPO.load(ppo_dir / "model.zip", device="cpu")  # a plain SB3 file, on the teacher's device
     teacher = load_teacher(ppo_dir)
     assert teacher.meta["algo"] == "ppo" and teacher.n_actions == 3 and teacher.obs_shape == (4, 10, 10)
     obs = rollout_obs()
@@ -154,7 +154,7 @@ def test_dqn_teacher_q_values(tmp_path):
     out = tmp_path / "dqn"
     res = train_teacher("dqn", GAME, 0, "non_expert", 600, out, overrides=TINY_DQN, eval_episodes=2)
     assert res["actions"] == "greedy" and res["eps"] == 0.05
-    model = DQN.load(out / "model.zip")
+    model = DQN.load(out / "model.zip", device="cpu")
     teacher = load_teacher(out / "model.zip")
     obs = rollout_obs()
     with torch.no_grad():
