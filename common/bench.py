@@ -24,3 +24,17 @@ def publish(text: str, out: str | None) -> None:
     if out:
         with open(out, "a") as f:
             f.write("\n" + text)
+
+
+def device_label(device: str) -> str:
+    """The device part of a table title: '' on the CPU (the recorded tables' titles stay as they were);
+    ', device cuda (<GPU name>)' elsewhere, so that CPU and GPU figures are never read as one table. Resolving the
+    device here also makes an unusable one fail before any run starts."""
+    import torch
+
+    from common.io import resolve_device
+
+    d = resolve_device(device)
+    if d.type == "cpu":
+        return ""
+    return f", device {d} ({torch.cuda.get_device_name(d) if d.type == 'cuda' else d.type})"
