@@ -18,7 +18,7 @@ from papers.cdrl import plan
 from papers.cdrl.alignment import AlignArgs
 from papers.cdrl.alignment import run as alignment_run
 from papers.cdrl.method import CA3CArgs, CA3CHook
-from papers.cdrl.tables import last100_table, last_n_mean, summary_row
+from papers.cdrl.tables import last100_table, last_n_mean, summary_row, teachers_line
 from papers.cdrl.train import PAPER_PROTOCOL, RunArgs, run
 
 torch.set_num_threads(1)
@@ -177,3 +177,22 @@ def test_last100_on_hand_worked_inputs():
     assert collab.iloc[0].ratio == pytest.approx(70.0 / 68.35)
     assert (t[t.run.str.contains("offline")].status == "not run").all()
     assert t[t.run == "Pong expert (eval)"].iloc[0].paper == 20
+
+
+def test_figure_caption_names_the_teachers_and_their_scores(tmp_path):
+    runs = tmp_path / "runs"
+    teacher = tmp_path / "expert_pong" / "seed100"
+    teacher.mkdir(parents=True)
+    (teacher / "eval.json").write_text(json.dumps({"game": "Pong", "mean": 1.0666, "std": 7.4383, "episodes": 30}))
+    for run, seed in [("kd_policy_bowling", 0), ("kd_policy_bowling", 1), ("kd_distill_bowling", 0)]:
+        d = runs / run / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"ca3c": {"teachers": [str(teacher)]}}))
+    (runs / "a3c_bowling" / "seed0").mkdir(parents=True)
+    (runs / "a3c_bowling" / "seed0" / "run.json").write_text(json.dumps({"ca3c": {}}))
+    line = teachers_line(runs, ["a3c_bowling", "kd_policy_bowling", "kd_distill_bowling"])
+    assert line == (f" Teachers: {teacher} (Pong 1.1 ± 7.4 over 30 evaluation games) (the paper's experts, "
+                    "Sec. 5.3: Pong 20, Bowling 60 at convergence).")   # one teacher named once
+    assert teachers_line(runs, ["a3c_bowling"]) == ""
+    (teacher / "eval.json").unlink()
+    assert "(no eval.json)" in teachers_line(runs, ["kd_distill_bowling"])

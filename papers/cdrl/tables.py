@@ -93,6 +93,28 @@ def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_
     return df.reindex(columns=cols)
 
 
+def teachers_line(runs: Path, run_names) -> str:
+    """' Teachers: <dir> (<game> <mean> ± <sd> over <n> evaluation games).' for the fixed teachers the runs
+    distilled from (their run.json's ca3c.teachers; an unfinished teacher says so), '' where none did. The
+    paper's experts were converged (Sec. 5.3: Pong 20, Bowling 60); a figure drawn from weaker ones must say so."""
+    dirs = []
+    for run in run_names:
+        for rj in sorted((runs / run).glob("seed*/run.json")):
+            for t in (read_json(rj).get("ca3c") or {}).get("teachers") or []:
+                if t not in dirs:
+                    dirs.append(t)
+    parts = []
+    for t in dirs:
+        ev = Path(t) / "eval.json"
+        if ev.exists():
+            e = read_json(ev)
+            parts.append(f"{t} ({e['game']} {e['mean']:.1f} ± {e['std']:.1f} over {e['episodes']} evaluation games)")
+        else:
+            parts.append(f"{t} (no eval.json)")
+    return (" Teachers: " + "; ".join(parts) + " (the paper's experts, Sec. 5.3: Pong 20, Bowling 60 at convergence)."
+            if parts else "")
+
+
 def figure(a) -> None:
     """One of Figs. 3, 4, 6: all-seeds curves of its runs, and a table of last-100 and eval scores."""
     spec, runs = FIGURES[a.fig], Path(a.runs)
@@ -122,7 +144,8 @@ def figure(a) -> None:
     caption = (f"{spec['title']} ({a.tier} tier). last100 = mean raw training score of the last 100 games, mean and "
                "sd over seeds; eval = the policy alone (eval.json), all-seeds IQM with its 95% bootstrap interval. "
                "The paper gives curves only for this figure (no numbers to compare"
-               + ("; 6d's Sec. 5.4 last-100 numbers are in last100.md" if a.fig == "fig6" else "") + ").")
+               + ("; 6d's Sec. 5.4 last-100 numbers are in last100.md" if a.fig == "fig6" else "") + ")."
+               + teachers_line(runs, spec["runs"]))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     if not curves:
