@@ -38,6 +38,7 @@ from common import a2c as a2c_module
 from common.a2c import A2CArgs, Batch, load_policy, train
 from common.evaluation import EvalProtocol, evaluate
 from common.nets import make_net
+from frames import random_step_obs
 
 DEVICE = os.environ.get("KT_TEST_DEVICE", "cuda")
 pytestmark = [
@@ -152,15 +153,7 @@ def same_sampler(monkeypatch):
 
 def rollout_obs(game=GAME, n=8, steps=15, seed=1) -> torch.Tensor:
     """Non-trivial frames: a few random steps of `n` games (uint8, [n, C, H, W])."""
-    from common.envs import make_vec_env
-
-    env = make_vec_env(game, n)
-    obs = env.reset(seed)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        obs = env.step(rng.integers(env.n_actions, size=n)).obs
-    env.close()
-    return torch.from_numpy(obs)
+    return torch.from_numpy(random_step_obs(game, n, steps, seed))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from common.envs import make_vec_env
 from common.nets import A3CNet, MinAtarNet
 from common.zoo import (HyperparameterError, SB3VecEnv, Teacher, load_teacher, main, make_model,
                         resolve_hyperparams, teacher_dir, train_teacher)
+from frames import random_step_obs
 
 GAME = "MinAtar/Breakout"
 TINY_PPO = {"n_envs": 2, "n_steps": 64, "batch_size": 64}
@@ -22,13 +23,7 @@ TINY_DQN = {"learning_starts": 200, "buffer_size": 2000, "target_update_interval
 
 def rollout_obs(game=GAME, n=4, steps=20, seed=1):
     """Observations from a few random steps (non-trivial frames)."""
-    env = make_vec_env(game, n)
-    obs = env.reset(seed)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        obs = env.step(rng.integers(env.n_actions, size=n)).obs
-    env.close()
-    return obs
+    return random_step_obs(game, n, steps, seed)
 
 
 @pytest.fixture(scope="module")
