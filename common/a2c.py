@@ -23,12 +23,16 @@ and reseeds the envs from ``(seed, boundary index)``. A run that resumes from bo
 continues bit-for-bit as the uninterrupted run did (tests/test_a2c.py checks it). The cost is one
 truncated, unlogged episode per env per boundary.
 
-Step-wise form
---------------
-:class:`Learner` is the same loop one update at a time (``step``), with ``finish`` writing the outputs;
-:func:`train` is a ``Learner`` and a loop, so its outputs are those of the one-piece loop bit-for-bit. A
-driver that runs several learners side by side (cA3C's collaborative mode) steps them in its own order and
-keeps one checkpoint for all (``own_checkpoint=False``, ``checkpoint_state``, ``resume=``).
+Step-wise form, and many runs in one process
+--------------------------------------------
+:class:`Learner` is the loop one update at a time (``step``: collect -> update -> log), with ``finish`` writing
+the outputs; :func:`train` is a ``Learner`` and a loop. ``Learner.many`` / :func:`train_many` train K runs (the seeds
+of one config) in one process through the same code: one vector env of K x num_envs envs stepped on all the job's
+threads, one agent, optimiser, hook and action sampler (its own ``torch.Generator``) per run, every network on its
+own run's observations. On the CPU a run is therefore bit-for-bit the same alone or in a group of any K
+(tests/test_multirun.py); a single run is K = 1. What it buys is measured in results/benchmarks.md ("Multi-run
+learner"). A driver that runs several learners side by side (cA3C's collaborative mode, Distral) steps them in its
+own order and keeps one checkpoint for all (``own_checkpoint=False``, ``checkpoint_state``, ``resume=``).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.envs import AtariProtocol, VecEnv, dataclass_from_dict, make_vec_env
+from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
 from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
 from common.nets import make_net
 
@@ -323,35 +327,55 @@ def load_policy(path, device="cpu") -> nn.Module:
     return net.to(device).eval()
 
 
-class Learner:
-    """The A2C learner in step-wise form: :meth:`step` performs one update, :meth:`finish` writes the outputs.
+@dataclass
+class RunSpec:
+    """One run of a multi-run :class:`Learner`: its arguments, run directory and (optionally) agent and hook.
 
-    :func:`train` is ``Learner`` + a loop; a driver that runs several learners side by side (cA3C's
-    collaborative mode, papers/cdrl/collaborative.py) calls :meth:`step` of each in lock-step and keeps
-    their checkpoints itself: ``own_checkpoint=False`` stops the learner from reading or writing
-    <out>/checkpoint.pt, :meth:`checkpoint_state` gives what a checkpoint holds and ``resume=`` restores it.
-    Checkpoint boundaries are unchanged: the learner still truncates its episodes and reseeds its envs there.
+    An agent left as None is built here from ``args.net`` after seeding the global RNG with ``args.seed``, exactly
+    as a single run builds it; a caller that builds its own agent seeds with :func:`common.io.seed_everything`
+    first (papers/knowledge_flow/train.py)."""
 
-    The envs are reset lazily, at the start of the first :meth:`step`: constructing a learner draws nothing
-    from the global RNG after its checkpoint was restored, so two learners built one after the other and
-    given one RNG state afterwards continue exactly as they would have uninterrupted.
-    """
+    args: A2CArgs
+    out_dir: str | os.PathLike
+    agent: nn.Module | None = None
+    hook: Hook | None = None
+    resume: dict | None = None
+    """a checkpoint_state() to continue from (drivers that keep their own checkpoint, own_checkpoint=False)"""
 
-    def __init__(self, args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = None,
-                 hook: Hook | None = None, env: VecEnv | None = None, own_checkpoint: bool = True,
-                 resume: dict | None = None):
-        torch.set_num_threads(args.torch_threads)
-        self.args = args
-        self.device = device = resolve_device(args.device)
-        seed_everything(args.seed)
-        self.env = env = env or make_vec_env(args.game, args.num_envs, args.protocol, num_threads=args.env_threads)
-        self.out = out = Path(out_dir)
+
+# fields every run of one Learner must share: they fix the one vector env and the one update schedule
+SHARED_FIELDS = ("game", "protocol", "num_envs", "n_steps", "total_steps", "checkpoint_every", "device")
+
+
+def check_group(args_list: list[A2CArgs], what: str = "runs trained in one job") -> None:
+    """The runs of one Learner must agree on SHARED_FIELDS; a ValueError naming the field and the runs otherwise."""
+    for name in SHARED_FIELDS:
+        values = [getattr(a, name) for a in args_list]
+        if any(v != values[0] for v in values):
+            per_run = ", ".join(f"seed {a.seed}: {getattr(a, name)!r}" for a in args_list)
+            raise ValueError(f"{what} must agree on '{name}' (they share one vector env and one update schedule), "
+                             f"got {per_run}. Train runs that differ in '{name}' in separate jobs.")
+
+
+def sampler_seed(seed: int) -> int:
+    """Seed of a run's action sampler: its own stream, so that a run samples the same actions alone or in a group."""
+    return int(np.random.SeedSequence([seed, 104_729]).generate_state(1)[0])
+
+
+class _Run:
+    """One run inside a :class:`Learner`: its agent, hook, optimiser, action sampler, rollout buffers and output
+    files. Everything it computes depends on its own (args, seed) and the observations of its own envs only."""
+
+    def __init__(self, spec: RunSpec, env: VecEnv, device: torch.device, T: int, N: int, own_checkpoint: bool):
+        self.args = args = spec.args
+        self.out = out = Path(spec.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        agent = spec.agent
         if agent is None:
+            seed_everything(args.seed)
             agent = make_net(args.net, env.obs_shape, env.n_actions)
-        agent.to(device)
-        self.agent = agent
-        self.hook = hook = hook or Hook()
+        self.agent = agent = agent.to(device)
+        self.hook = hook = spec.hook or Hook()
         self.params = params = [p for p in agent.parameters() if p.requires_grad] + list(hook.parameters())
         scales = {id(p): s for p, s in hook.lr_scales(agent)}
         groups = [{"params": [p for p in params if id(p) not in scales], "lr_scale": 1.0}]
@@ -359,26 +383,21 @@ class Learner:
             groups.append({"params": [p for p in params if scales.get(id(p)) == s], "lr_scale": s,
                            "lr": args.lr * s})
         self.opt = make_optimizer(args, [g for g in groups if g["params"]])
+        self.sampler = torch.Generator(device=device).manual_seed(sampler_seed(args.seed))
+        self.label = f"{args.game} seed {args.seed}"
 
-        self.T, self.N = T, N = args.n_steps, env.num_envs
-        self.per_update = per_update = T * N
-        self.n_updates = math.ceil(args.total_steps / per_update)
-        self.ckpt_updates = max(1, args.checkpoint_every // per_update) if args.checkpoint_every > 0 else 0
-        self.frameskip = 1 if args.game.startswith("MinAtar/") else AtariProtocol.from_dict(args.protocol).frameskip
-
-        write_json(out / "config.json", {"a2c": asdict(args), "n_updates": self.n_updates})
         self.own_checkpoint = own_checkpoint
         self.ckpt_path = out / "checkpoint.pt"
         self.curve_tmp, self.stats_tmp = out / "curve.partial.csv", out / "train_stats.partial.csv"
         self.start_update, self.wall0, self.curve_rows, self.stats_rows = 0, 0.0, 0, 0
+        resume = spec.resume
         if own_checkpoint and self.ckpt_path.exists():
-            resume = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+            resume = load_checkpoint(self.ckpt_path, device)
         if resume is not None:
             self._restore(resume)
         else:
             for p in (self.curve_tmp, self.stats_tmp):
                 p.unlink(missing_ok=True)
-
         self.curve_f = open(self.curve_tmp, "a", newline="")
         self.curve_w = csv.writer(self.curve_f)
         if self.curve_f.tell() == 0:  # a new file (a resume with 0 episodes so far already has its header)
@@ -400,34 +419,251 @@ class Learner:
         self.shapes_rewards = type(hook).rewards is not Hook.rewards
         self.logp_buf = torch.zeros((T, N)) if self.shapes_rewards else None
         self.recent: list[float] = []
-        self.progress = Progress(self.n_updates * per_update, f"{args.game} seed {args.seed}", args.log_interval_s)
-        self.t_start = time.time() - self.wall0
-        self.stats_every_updates = max(1, args.stats_every // per_update)
-        self.update = self.start_update
-        self.obs = self.state = self.starts = None  # the envs start at the first step()
+        self.obs = self.state = self.starts = self.state0 = self.last_value = None
 
-    # -- checkpoints ------------------------------------------------------------------------------
     def _restore(self, ck: dict) -> None:
         self.agent.load_state_dict(ck["agent"])
         self.opt.load_state_dict(ck["optimizer"])
         self.hook.load_state_dict(ck["hook"])
-        set_rng_state(ck["rng"])
+        if "sampler" in ck:
+            self.sampler.set_state(ck["sampler"].cpu() if self.sampler.device.type == "cpu" else ck["sampler"])
         self.start_update, self.wall0 = ck["update"], ck["wall_time"]
         self.curve_rows, self.stats_rows = ck["curve_rows"], ck["stats_rows"]
         _truncate_csv(self.curve_tmp, self.curve_rows)
         _truncate_csv(self.stats_tmp, self.stats_rows)
-        print(f"[{self.args.game} seed {self.args.seed}] resuming from checkpoint at step "
-              f"{self.start_update * self.per_update:,}", file=sys.stderr, flush=True)
 
-    def checkpoint_state(self, rng: dict | None = None) -> dict:
-        """What a checkpoint at the current update holds (the CSVs are flushed first); `rng`: the RNG state
-        to record (default: the global one now)."""
+    def checkpoint_state(self, update: int, wall: float, rng: dict | None = None) -> dict:
         self.curve_f.flush()
         self.stats_f.flush()
         return {"agent": self.agent.state_dict(), "optimizer": self.opt.state_dict(),
                 "hook": self.hook.state_dict(), "rng": rng_state() if rng is None else rng,
-                "update": self.update, "wall_time": time.time() - self.t_start, "curve_rows": self.curve_rows,
-                "stats_rows": self.stats_rows}
+                "sampler": self.sampler.get_state(), "update": update, "wall_time": wall,
+                "curve_rows": self.curve_rows, "stats_rows": self.stats_rows}
+
+    def begin_segment(self, obs: torch.Tensor, device) -> None:
+        self.obs = obs
+        self.state = self.agent.initial_state(obs.shape[0], device)
+        self.starts = torch.ones(obs.shape[0], dtype=torch.bool)
+
+    # -- collect: one rollout step of this run (inference mode) -------------------------------------
+    def act(self, t: int, device) -> np.ndarray:
+        """Record the observation at step t and sample this run's actions for it."""
+        self.obs_buf[t] = self.obs
+        self.start_buf[t] = self.starts
+        out = self.agent(self.obs.to(device), self.state, self.starts.to(device))
+        self.state = out.state
+        a = torch.multinomial(F.softmax(out.logits, -1), 1, generator=self.sampler).squeeze(-1)
+        self.act_buf[t], self.val_buf[t] = a.cpu(), out.value.cpu()
+        if self.shapes_rewards:
+            self.logp_buf[t] = F.log_softmax(out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1).cpu()
+        return self.act_buf[t].numpy()
+
+    def observe(self, t: int, st: Step, sl: slice, episodes: list, step_now: int, frameskip: int, wall: float,
+                device) -> None:
+        """Store what this run's envs (`sl` of the shared vector env) returned for step t."""
+        r = torch.from_numpy(st.reward[sl])
+        if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state
+            idx = np.flatnonzero(st.truncated[sl])
+            if len(idx):
+                v_cut = self.agent(torch.from_numpy(st.final_obs[sl][idx]).to(device),
+                                   None if self.state is None else tuple(s[idx] for s in self.state)).value
+                r[idx] += self.args.gamma * v_cut.cpu()
+        self.rew_buf[t] = r
+        self.done_buf[t] = torch.from_numpy(st.terminal[sl] | st.truncated[sl])
+        self.starts = torch.from_numpy(st.game_over[sl].copy())
+        self.obs = torch.from_numpy(st.obs[sl])
+        for ret, length in episodes:
+            self.recent.append(ret)
+            self.curve_w.writerow((step_now, step_now * frameskip, f"{wall:.2f}", ret, length))
+            self.curve_rows += 1
+            if self.tb:
+                self.tb.add_scalar("episode/score", ret, step_now)
+        self.recent = self.recent[-100:]
+
+    # -- update: returns, loss, optimiser step, hook ------------------------------------------------
+    def learn(self, update: int, n_updates: int, per_update: int, device) -> dict:
+        """One A2C update on the collected rollout; returns the statistics row of this update."""
+        args, agent, hook = self.args, self.agent, self.hook
+        frac, step = update / n_updates, (update + 1) * per_update
+        rewards = self.rew_buf
+        if self.shapes_rewards:  # outside inference mode: a hook may keep a graph of its own (Distral's pi_0)
+            rewards = hook.rewards(agent, Rollout(self.obs_buf, self.act_buf, self.rew_buf, self.start_buf,
+                                                  self.state0, self.logp_buf, frac, step))
+        adv, ret = gae(rewards, self.val_buf, self.done_buf, self.last_value, args.gamma, args.gae_lambda)
+        batch = Batch(self.obs_buf.to(device), self.act_buf.to(device), adv.to(device), ret.to(device),
+                      self.start_buf.to(device), self.state0, frac, step)
+        out = agent.forward_sequence(batch.obs, batch.state0, batch.starts)
+        logp_all = F.log_softmax(out.logits, -1)
+        logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        reduce = torch.sum if args.loss_reduction == "sum" else torch.mean
+        pg_loss = -reduce(logp * batch.advantages)
+        v_loss = 0.5 * reduce((batch.returns - out.value) ** 2)
+        loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * reduce(entropy) if args.gae_loss else None
+        extra_loss, logs = hook.loss(agent, batch, out)
+        if extra_loss is not None:
+            loss = extra_loss if loss is None else loss + extra_loss
+        if loss is not None and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at update {update} (step {update * per_update:,}) of "
+                f"{self.label}: lower lr (now {args.lr}) or check the reward scale and "
+                f"hook losses. The last checkpoint ({self.ckpt_path}) is kept; a rerun resumes from it.")
+        grad_norm = 0.0
+        if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
+            grad_norm = optimizer_step(self.opt, loss, self.params, args.max_grad_norm)
+        logs.update(hook.after_update(agent, batch))
+        return {"env_steps": step, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
+                "grad_norm": grad_norm, "logs": logs}
+
+    # -- log: one row of train_stats.csv ------------------------------------------------------------
+    def log(self, s: dict) -> None:
+        row = {"env_steps": s["env_steps"], "policy_loss": s["policy_loss"].item(),
+               "value_loss": s["value_loss"].item(), "entropy": s["entropy"].mean().item(),
+               "grad_norm": float(s["grad_norm"]), "lr": self.opt.param_groups[0]["lr"], **s["logs"]}
+        if self.stats_w is None:
+            self.stats_w = csv.DictWriter(self.stats_f, fieldnames=list(row), extrasaction="ignore")
+            if self.stats_rows == 0:
+                self.stats_w.writeheader()
+        self.stats_w.writerow(row)
+        self.stats_rows += 1
+        if self.tb:
+            for k, v in row.items():
+                if k != "env_steps":
+                    self.tb.add_scalar(f"train/{k}", v, row["env_steps"])
+
+    def close(self) -> None:
+        self.curve_f.close()
+        self.stats_f.close()
+        if self.tb:
+            self.tb.close()
+
+    def finish(self, env: VecEnv) -> None:
+        """model.pt, final.json, train_stats.csv and curve.csv (last: it marks a finished run)."""
+        out, agent = self.out, self.agent
+        # an agent with teacher modules (Knowledge Flow) exports its independent student here
+        save_policy(out / "model.pt", agent.export_policy() if hasattr(agent, "export_policy") else agent,
+                    self.args, env)
+        final = self.hook.final(agent)
+        if final:  # e.g. Knowledge Flow: how far p_w(student) is from 1 at the end
+            write_json(out / "final.json", final)
+        os.replace(self.stats_tmp, out / "train_stats.csv")
+        os.replace(self.curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
+        if self.own_checkpoint:
+            self.ckpt_path.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, device) -> dict:
+    """A learner checkpoint; a clear error naming the file if it cannot be read."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
+        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({e}); delete it to restart this run "
+                           "from scratch (the run loses what it had trained).") from e
+
+
+class Learner:
+    """The A2C learner in step-wise form for K >= 1 runs: :meth:`step` performs one update of every run,
+    :meth:`finish` writes their outputs. ``Learner(args, out_dir, ...)`` is one run (K = 1);
+    ``Learner.many([RunSpec, ...])`` trains K runs in one process through the same code.
+
+    The K runs share one vector env of K x num_envs envs (run k owns envs k*num_envs ... (k+1)*num_envs - 1, seeded
+    from its own seed) and one update schedule, so they must agree on :data:`SHARED_FIELDS`. Each keeps its own
+    agent, optimiser, hook, action sampler (a ``torch.Generator`` seeded from its seed) and output files; its
+    networks run on its own envs' observations only. On the CPU a run therefore computes the same numbers in a group
+    as alone, bit for bit (tests/test_multirun.py). One step reads as: collect (every run acts, one env step for
+    all) -> update (each run's A2C step) -> log.
+
+    A driver that runs several learners side by side (cA3C's collaborative mode, papers/cdrl/collaborative.py)
+    calls :meth:`step` of each in lock-step and keeps their checkpoints itself: ``own_checkpoint=False`` stops the
+    learner from reading or writing <out>/checkpoint.pt, :meth:`checkpoint_state` gives what a checkpoint holds
+    and ``resume=`` restores it. Checkpoint boundaries are unchanged: the learner still truncates its episodes and
+    reseeds its envs there.
+
+    The envs are reset lazily, at the start of the first :meth:`step`: constructing a learner draws nothing
+    from the global RNG after its checkpoint was restored.
+    """
+
+    def __init__(self, args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = None,
+                 hook: Hook | None = None, env: VecEnv | None = None, own_checkpoint: bool = True,
+                 resume: dict | None = None):
+        self._build([RunSpec(args, out_dir, agent, hook, resume)], env, own_checkpoint)
+
+    @classmethod
+    def many(cls, specs: list[RunSpec], env: VecEnv | None = None, own_checkpoint: bool = True) -> "Learner":
+        """K runs in one process (see the class docstring); `env`, if given, must hold K x num_envs envs."""
+        self = cls.__new__(cls)
+        self._build(list(specs), env, own_checkpoint)
+        return self
+
+    def _build(self, specs: list[RunSpec], env: VecEnv | None, own_checkpoint: bool) -> None:
+        if not specs:
+            raise ValueError("a Learner needs at least one run")
+        args_list = [s.args for s in specs]
+        check_group(args_list)
+        outs = [str(Path(s.out_dir).resolve()) for s in specs]
+        if len(set(outs)) < len(outs):
+            raise ValueError(f"runs of one job need distinct run directories, got {outs}")
+        a0 = args_list[0]
+        self.K = K = len(specs)
+        torch.set_num_threads(max(a.torch_threads for a in args_list))
+        self.device = device = resolve_device(a0.device)
+        if K == 1:
+            seed_everything(a0.seed)
+        self.T, self.N = T, N = a0.n_steps, a0.num_envs
+        if env is None:
+            env = make_vec_env(a0.game, K * N, a0.protocol, num_threads=max(a.env_threads for a in args_list))
+        elif env.num_envs != K * N:
+            raise ValueError(f"the vector env holds {env.num_envs} envs; {K} runs x num_envs {N} need {K * N}")
+        self.env = env
+        self.slices = [slice(k * N, (k + 1) * N) for k in range(K)]
+        self.per_update = per_update = T * N
+        self.n_updates = math.ceil(a0.total_steps / per_update)
+        self.ckpt_updates = max(1, a0.checkpoint_every // per_update) if a0.checkpoint_every > 0 else 0
+        self.frameskip = 1 if a0.game.startswith("MinAtar/") else AtariProtocol.from_dict(a0.protocol).frameskip
+        self.own_checkpoint = own_checkpoint
+        self.runs = []
+        for s in specs:
+            write_json(Path(s.out_dir) / "config.json", {"a2c": asdict(s.args), "n_updates": self.n_updates})
+            self.runs.append(_Run(s, env, device, T, N, own_checkpoint))
+        starts = {r.start_update for r in self.runs}
+        if len(starts) > 1:
+            raise ValueError("runs of one Learner must resume from the same update, got "
+                             + ", ".join(f"{r.label}: {r.start_update}" for r in self.runs)
+                             + "; train_many() groups them by their checkpoints")
+        self.start_update = self.update = starts.pop()
+        if self.start_update:
+            print(f"[{self._label()}] resuming from checkpoint at step {self.start_update * per_update:,}",
+                  file=sys.stderr, flush=True)
+        self.wall0 = self.runs[0].wall0
+        self.progress = Progress(K * self.n_updates * per_update, self._label(), a0.log_interval_s)
+        self.t_start = time.time() - self.wall0
+        self.stats_every_updates = max(1, a0.stats_every // per_update)
+        self.started = False
+
+    def _label(self) -> str:
+        if self.K == 1:
+            return self.runs[0].label
+        return f"{self.runs[0].args.game} {self.K} runs (seeds {', '.join(str(r.args.seed) for r in self.runs)})"
+
+    # -- the one-run view (K = 1), as drivers and tests use it -------------------------------------
+    def _one(self) -> _Run:
+        if self.K != 1:
+            raise AttributeError("this Learner holds several runs: use learner.runs[k]")
+        return self.runs[0]
+
+    agent = property(lambda self: self._one().agent)
+    hook = property(lambda self: self._one().hook)
+    opt = property(lambda self: self._one().opt)
+    args = property(lambda self: self._one().args)
+    out = property(lambda self: self._one().out)
+    ckpt_path = property(lambda self: self._one().ckpt_path)
+    obs_buf = property(lambda self: self._one().obs_buf)
+    act_buf = property(lambda self: self._one().act_buf)
+
+    def checkpoint_state(self, rng: dict | None = None) -> dict:
+        """What a checkpoint of the (one) run at the current update holds; `rng`: the global RNG state to record
+        (default: the one now)."""
+        return self._one().checkpoint_state(self.update, time.time() - self.t_start, rng)
 
     @property
     def at_boundary(self) -> bool:
@@ -438,134 +674,80 @@ class Learner:
     def done(self) -> bool:
         return self.update >= self.n_updates
 
-    def _begin_segment(self, update: int) -> None:
-        ck = self.ckpt_updates
-        self.obs = torch.from_numpy(self.env.reset(env_seed(self.args.seed, update // ck if ck else 0)))
-        self.state = self.agent.initial_state(self.N, self.device)
-        self.starts = torch.ones(self.N, dtype=torch.bool)
+    def _begin_segment(self) -> None:
+        """Reset every env, run k's from env_seed(its seed, segment index)."""
+        segment = self.update // self.ckpt_updates if self.ckpt_updates else 0
+        obs = torch.from_numpy(self.env.reset([env_seed(r.args.seed, segment) for r in self.runs]))
+        for r, sl in zip(self.runs, self.slices):
+            r.begin_segment(obs[sl], self.device)
 
-    # -- one update -------------------------------------------------------------------------------
+    # -- one update of every run ---------------------------------------------------------------------
     def step(self) -> None:
-        """One update (rollout + A2C step + hook); at a boundary first the checkpoint (if own) and new segment."""
-        args, agent, hook, opt, device = self.args, self.agent, self.hook, self.opt, self.device
-        T, N, per_update, n_updates, update = self.T, self.N, self.per_update, self.n_updates, self.update
-        if self.obs is None:
-            self._begin_segment(update)
+        """collect -> update -> log, for every run; at a boundary first the checkpoints (if own) and new segment."""
+        if not self.started:
+            self.started = True
+            self._begin_segment()
             self.t_start = time.time() - self.wall0  # wall time counts training, not the first reset
         elif self.at_boundary:
             if self.own_checkpoint:
-                torch_save(self.checkpoint_state(), self.ckpt_path)
-            self._begin_segment(update)
-        obs, state, starts = self.obs, self.state, self.starts
-        obs_buf, act_buf, rew_buf, done_buf = self.obs_buf, self.act_buf, self.rew_buf, self.done_buf
-        start_buf, val_buf, env = self.start_buf, self.val_buf, self.env
-        frac = update / n_updates
-        decay_lr(opt, args, frac)
-        state0 = state if state is None else tuple(s.detach() for s in state)
-        # ---- rollout -------------------------------------------------------------------------
+                self.save_checkpoints()
+            self._begin_segment()
+        for r in self.runs:
+            decay_lr(r.opt, r.args, self.update / self.n_updates)
+        try:
+            self._collect()
+            stats = [r.learn(self.update, self.n_updates, self.per_update, self.device) for r in self.runs]
+        except torch.OutOfMemoryError as e:
+            raise MemoryError(f"out of {self.device} memory with {self.K} runs x {self.N} envs in one job ({e}); "
+                              "train fewer runs per job (config: runs_per_job) or fewer envs") from e
+        if (self.update + 1) % self.stats_every_updates == 0 or self.update == self.n_updates - 1:
+            for r, s in zip(self.runs, stats):
+                r.log(s)
+        self.update += 1
+        recent = self.runs[0].recent if self.K == 1 else [np.mean(r.recent[-10:]) for r in self.runs if r.recent]
+        self.progress.update(self.K * self.update * self.per_update, recent)
+
+    def _collect(self) -> None:
+        """One rollout of n_steps for every run: each run acts on its envs, then one step of the shared env."""
+        runs, slices, env, device, N = self.runs, self.slices, self.env, self.device, self.N
+        for r in runs:
+            r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
         with torch.inference_mode():
-            for t in range(T):
-                obs_buf[t] = obs
-                start_buf[t] = starts
-                o = obs.to(device)
-                net_out = agent(o, state, starts.to(device))
-                state = net_out.state
-                a = torch.multinomial(F.softmax(net_out.logits, -1), 1).squeeze(-1)  # cheaper than Categorical
-                st = env.step(a.cpu().numpy())
-                r = torch.from_numpy(st.reward)
-                if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state
-                    idx = np.flatnonzero(st.truncated)
-                    v_cut = agent(torch.from_numpy(st.final_obs[idx]).to(device),
-                                  None if state is None else tuple(s[idx] for s in state)).value
-                    r[idx] += args.gamma * v_cut.cpu()
-                act_buf[t], rew_buf[t], val_buf[t] = a.cpu(), r, net_out.value.cpu()
-                if self.shapes_rewards:
-                    self.logp_buf[t] = F.log_softmax(net_out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1).cpu()
-                done_buf[t] = torch.from_numpy(st.terminal | st.truncated)
-                starts = torch.from_numpy(st.game_over.copy())
-                obs = torch.from_numpy(st.obs)
-                step_now = (update * T + t + 1) * N
-                for _, ret, length in st.episodes:
-                    self.recent.append(ret)
-                    self.curve_w.writerow((step_now, step_now * self.frameskip,
-                                           f"{time.time() - self.t_start:.2f}", ret, length))
-                    self.curve_rows += 1
-                    if self.tb:
-                        self.tb.add_scalar("episode/score", ret, step_now)
-                self.recent = self.recent[-100:]
-            last_value = agent(obs.to(device), state, starts.to(device)).value.cpu()
-        self.obs, self.state, self.starts = obs, state, starts
-        rewards = rew_buf
-        if self.shapes_rewards:  # outside inference mode: a hook may keep a graph of its own (Distral's pi_0)
-            rewards = hook.rewards(agent, Rollout(obs_buf, act_buf, rew_buf, start_buf, state0, self.logp_buf,
-                                                  frac, (update + 1) * per_update))
-        adv, ret = gae(rewards, val_buf, done_buf, last_value, args.gamma, args.gae_lambda)
-        batch = Batch(obs_buf.to(device), act_buf.to(device), adv.to(device), ret.to(device),
-                      start_buf.to(device), state0, frac, (update + 1) * per_update)
-        # ---- update --------------------------------------------------------------------------
-        out_seq = agent.forward_sequence(batch.obs, batch.state0, batch.starts)
-        logp_all = F.log_softmax(out_seq.logits, -1)
-        logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-        reduce = torch.sum if args.loss_reduction == "sum" else torch.mean
-        pg_loss = -reduce(logp * batch.advantages)
-        v_loss = 0.5 * reduce((batch.returns - out_seq.value) ** 2)
-        ent = reduce(entropy)
-        loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * ent if args.gae_loss else None
-        extra_loss, logs = hook.loss(agent, batch, out_seq)
-        if extra_loss is not None:
-            loss = extra_loss if loss is None else loss + extra_loss
-        if loss is not None and not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss ({loss.item()}) at update {update} (step {update * per_update:,}) of "
-                f"{args.game} seed {args.seed}: lower lr (now {args.lr}) or check the reward scale and "
-                f"hook losses. The last checkpoint ({self.ckpt_path}) is kept; a rerun resumes from it.")
-        grad_norm = 0.0
-        if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
-            grad_norm = optimizer_step(opt, loss, self.params, args.max_grad_norm)
-        logs.update(hook.after_update(agent, batch))
-        if (update + 1) % self.stats_every_updates == 0 or update == n_updates - 1:
-            row = {"env_steps": (update + 1) * per_update, "policy_loss": pg_loss.item(),
-                   "value_loss": v_loss.item(), "entropy": (entropy.mean()).item(),
-                   "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"], **logs}
-            if self.stats_w is None:
-                self.stats_w = csv.DictWriter(self.stats_f, fieldnames=list(row), extrasaction="ignore")
-                if self.stats_rows == 0:
-                    self.stats_w.writeheader()
-            self.stats_w.writerow(row)
-            self.stats_rows += 1
-            if self.tb:
-                for k, v in row.items():
-                    if k != "env_steps":
-                        self.tb.add_scalar(f"train/{k}", v, row["env_steps"])
-        self.progress.update((update + 1) * per_update, self.recent)
-        self.update = update + 1
+            for t in range(self.T):
+                actions = np.concatenate([r.act(t, device) for r in runs]) if self.K > 1 else runs[0].act(t, device)
+                st = env.step(actions)
+                episodes = [[] for _ in runs]
+                for i, ret, length in st.episodes:
+                    episodes[i // N].append((ret, length))
+                step_now = (self.update * self.T + t + 1) * N
+                wall = time.time() - self.t_start
+                for r, sl, ep in zip(runs, slices, episodes):
+                    r.observe(t, st, sl, ep, step_now, self.frameskip, wall, device)
+            for r in runs:
+                r.last_value = r.agent(r.obs.to(device), r.state, r.starts.to(device)).value.cpu()
+
+    def save_checkpoints(self) -> None:
+        """Every run's checkpoint.pt, each written atomically (a kill between two leaves runs one boundary apart:
+        train_many() resumes them in groups)."""
+        wall = time.time() - self.t_start
+        for r in self.runs:
+            torch_save(r.checkpoint_state(self.update, wall), r.ckpt_path)
 
     # -- the end ----------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the CSV (and TensorBoard) files; called before finish() and on any exit."""
-        self.curve_f.close()
-        self.stats_f.close()
-        if self.tb:
-            self.tb.close()
+        for r in self.runs:
+            r.close()
 
-    def finish(self) -> dict:
-        """Write model.pt, final.json, train_stats.csv and curve.csv (last: it marks a finished run)."""
-        out, n_updates, per_update = self.out, self.n_updates, self.per_update
-        self.progress.update(n_updates * per_update, self.recent, force=True)
-        # an agent with teacher modules (Knowledge Flow) exports its independent student here
-        agent = self.agent
-        save_policy(out / "model.pt", agent.export_policy() if hasattr(agent, "export_policy") else agent,
-                    self.args, self.env)
-        final = self.hook.final(agent)
-        if final:  # e.g. Knowledge Flow: how far p_w(student) is from 1 at the end
-            write_json(out / "final.json", final)
-        os.replace(self.stats_tmp, out / "train_stats.csv")
-        os.replace(self.curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
-        if self.own_checkpoint:
-            self.ckpt_path.unlink(missing_ok=True)
+    def finish(self) -> dict | list[dict]:
+        """Write every run's model.pt, final.json, train_stats.csv and curve.csv; one summary (K = 1) or a list."""
+        self.progress.update(self.K * self.n_updates * self.per_update, [], force=True)
+        for r in self.runs:
+            r.finish(self.env)
         self.env.close()
-        return {"updates": n_updates, "env_steps": n_updates * per_update, "wall_time": time.time() - self.t_start}
+        res = [{"updates": self.n_updates, "env_steps": self.n_updates * self.per_update,
+                "wall_time": time.time() - self.t_start} for _ in self.runs]
+        return res[0] if self.K == 1 else res
 
 
 def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = None,
@@ -575,7 +757,10 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
     Resumes from <out>/checkpoint.pt if it exists. `stop_after_updates` stops early without writing
     final outputs (used by tests to simulate a killed job).
     """
-    learner = Learner(args, out_dir, agent=agent, hook=hook, env=env)
+    return _drive(Learner(args, out_dir, agent=agent, hook=hook, env=env), stop_after_updates)
+
+
+def _drive(learner: Learner, stop_after_updates: int | None):
     try:
         while not learner.done:
             if stop_after_updates is not None and learner.update - learner.start_update >= stop_after_updates:
@@ -584,6 +769,39 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
     finally:
         learner.close()
     return learner.finish()
+
+
+def checkpoint_update(out_dir) -> int | None:
+    """The update a run would resume from (None: no checkpoint; -1: already finished)."""
+    out = Path(out_dir)
+    if (out / "curve.csv").exists():  # written last: the run finished
+        return -1
+    if not (out / "checkpoint.pt").exists():
+        return None
+    return int(load_checkpoint(out / "checkpoint.pt", "cpu")["update"])
+
+
+def train_many(build, specs: list, stop_after_updates: int | None = None) -> list[dict]:
+    """Train runs in one process: `specs` are (args, out_dir) pairs, `build(args, out_dir, env_info)` returns the
+    RunSpec of one run (its agent and hook). Finished runs are skipped; runs that resume from different checkpoint
+    updates (a job killed while writing them) train as separate groups, one after the other. Returns each group's
+    result (a list per group; {'stopped_at_update': k} entries when `stop_after_updates` stops a group early)."""
+    todo: dict[int, list] = {}
+    for args, out in specs:
+        u = checkpoint_update(out)
+        if u == -1:
+            print(f"[{args.game} seed {args.seed}] already finished ({out}/curve.csv): skipped", file=sys.stderr)
+            continue
+        todo.setdefault(u or 0, []).append((args, out))
+    results = []
+    for _, group in sorted(todo.items()):
+        a0 = group[0][0]
+        check_group([a for a, _ in group])
+        env = make_vec_env(a0.game, len(group) * a0.num_envs, a0.protocol,
+                           num_threads=max(a.env_threads for a, _ in group))
+        run_specs = [build(a, o, env) for a, o in group]
+        results.append(_drive(Learner.many(run_specs, env=env), stop_after_updates))
+    return results
 
 
 def _truncate_csv(path: Path, data_rows: int) -> None:

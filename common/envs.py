@@ -128,8 +128,18 @@ class Step:
     """completed whole games: (env index, raw score, agent steps)"""
 
 
+def block_seeds(seed, num_envs: int) -> list[tuple[int, int]]:
+    """`reset`'s seed argument as (seed, envs) blocks: an int seeds all envs as one block; a list of K seeds seeds
+    K equal blocks (the runs of a multi-run learner), each exactly as a vector env of num_envs / K envs reset with
+    that seed would be."""
+    seeds = [int(seed)] if np.isscalar(seed) else [int(s) for s in seed]
+    if num_envs % len(seeds):
+        raise ValueError(f"{len(seeds)} seed blocks do not divide {num_envs} envs")
+    return [(s, num_envs // len(seeds)) for s in seeds]
+
+
 class VecEnv:
-    """Common interface: `reset(seed) -> obs`, `step(actions) -> Step`."""
+    """Common interface: `reset(seed) -> obs` (an int, or one seed per equal block of envs), `step(actions) -> Step`."""
 
     num_envs: int
     obs_shape: tuple
@@ -183,8 +193,9 @@ class AtariVec(VecEnv):
         self._lives = np.zeros(num_envs, dtype=np.int64)
         self._init_accounting()
 
-    def reset(self, seed: int) -> np.ndarray:
-        obs, info = self._env.reset(seed=int(seed))
+    def reset(self, seed) -> np.ndarray:
+        seeds = np.concatenate([np.arange(s, s + n) for s, n in block_seeds(seed, self.num_envs)])
+        obs, info = self._env.reset(seed=seeds)
         self._lives = info["lives"].astype(np.int64)
         self._init_accounting()
         return self._crop(obs)
@@ -249,8 +260,8 @@ class MinAtarVec(VecEnv):
     def _obs(self) -> np.ndarray:
         return np.stack([e.state() for e in self._envs]).transpose(0, 3, 1, 2).astype(np.uint8)
 
-    def reset(self, seed: int) -> np.ndarray:
-        rng = np.random.SeedSequence(int(seed)).spawn(self.num_envs)
+    def reset(self, seed) -> np.ndarray:
+        rng = [c for s, n in block_seeds(seed, self.num_envs) for c in np.random.SeedSequence(s).spawn(n)]
         for e, s in zip(self._envs, rng):
             e.seed(int(s.generate_state(1)[0]))
             e.reset()

@@ -1,0 +1,74 @@
+"""The multi-run learner: K runs in one process compute, bit for bit on the CPU, what each computes alone; a killed
+K-run job resumes exactly; runs that cannot share a job are refused with a clear error."""
+
+import pandas as pd
+import pytest
+import torch
+
+from common.a2c import A2CArgs, Learner, RunSpec, check_group, load_policy, train, train_many
+from common.envs import make_vec_env
+
+SMALL = dict(game="MinAtar/Breakout", net="minatar", num_envs=4, n_steps=5, total_steps=2000,
+             checkpoint_every=400, stats_every=200, log_interval_s=1e9, lr=1e-3, device="cpu")
+
+
+def _build(args, out, env):
+    return RunSpec(args, out)
+
+
+def _same_run(a, b):
+    ca, cb = (pd.read_csv(d / "curve.csv").drop(columns="wall_time") for d in (a, b))
+    pd.testing.assert_frame_equal(ca, cb)
+    pd.testing.assert_frame_equal(pd.read_csv(a / "train_stats.csv"), pd.read_csv(b / "train_stats.csv"))
+    wa, wb = load_policy(a / "model.pt").state_dict(), load_policy(b / "model.pt").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("game,net", [("MinAtar/Breakout", "minatar"), ("Pong", "a3c")])
+def test_group_equals_alone(tmp_path, game, net):
+    cfg = {**SMALL, "game": game, "net": net}
+    if game == "Pong":
+        cfg.update(total_steps=320, checkpoint_every=160, stats_every=40, protocol={"max_frames": 400})
+    seeds = [5, 2, 9]
+    train_many(_build, [(A2CArgs(**cfg, seed=s), tmp_path / f"group{s}") for s in seeds])
+    for s in seeds:
+        train(A2CArgs(**cfg, seed=s), tmp_path / f"alone{s}")
+        _same_run(tmp_path / f"group{s}", tmp_path / f"alone{s}")
+    c5, c2 = (pd.read_csv(tmp_path / f"group{s}" / "train_stats.csv") for s in (5, 2))
+    assert not c5.equals(c2)  # the runs of a group are not copies of one another
+
+
+def test_killed_group_resumes_exactly(tmp_path):
+    seeds = [1, 3]
+    full = [(A2CArgs(**SMALL, seed=s), tmp_path / f"full{s}") for s in seeds]
+    cut = [(A2CArgs(**SMALL, seed=s), tmp_path / f"cut{s}") for s in seeds]
+    train_many(_build, full)
+    # killed after 47 updates: both runs hold their checkpoint of update 40 ...
+    assert train_many(_build, cut, stop_after_updates=47) == [{"stopped_at_update": 47}]
+    assert all((o / "checkpoint.pt").exists() and not (o / "curve.csv").exists() for _, o in cut)
+    # ... and one run's checkpoint is lost, as if the job died between two checkpoint writes
+    (tmp_path / "cut3" / "checkpoint.pt").unlink()
+    results = train_many(_build, cut)
+    assert len(results) == 2  # resumed as two groups: seed 3 from scratch, seed 1 from update 40
+    for s in seeds:
+        _same_run(tmp_path / f"full{s}", tmp_path / f"cut{s}")
+    assert train_many(_build, cut) == []  # finished runs are skipped
+
+
+def test_runs_that_cannot_share_a_job_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="must agree on 'num_envs'.*seed 0: 4, seed 1: 8"):
+        check_group([A2CArgs(**SMALL, seed=0), A2CArgs(**{**SMALL, "num_envs": 8}, seed=1)])
+    with pytest.raises(ValueError, match="must agree on 'game'"):
+        check_group([A2CArgs(**SMALL, seed=0), A2CArgs(**{**SMALL, "game": "MinAtar/Asterix"}, seed=1)])
+    with pytest.raises(ValueError, match="distinct run directories"):
+        Learner.many([RunSpec(A2CArgs(**SMALL, seed=s), tmp_path / "same") for s in (0, 1)])
+    with pytest.raises(ValueError, match="holds 4 envs; 2 runs x num_envs 4 need 8"):
+        Learner.many([RunSpec(A2CArgs(**SMALL, seed=s), tmp_path / str(s)) for s in (0, 1)],
+                     env=make_vec_env("MinAtar/Breakout", 4))
+
+
+def test_one_run_view_refused_for_many(tmp_path):
+    lr = Learner.many([RunSpec(A2CArgs(**SMALL, seed=s), tmp_path / str(s)) for s in (0, 1)])
+    with pytest.raises(AttributeError, match="several runs"):
+        lr.agent
+    lr.close()
