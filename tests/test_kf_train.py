@@ -191,3 +191,24 @@ def test_table7_not_run_lists_the_paper_rows_and_says_why(tmp_path):
         tables_main(["not_run", "--table", "Table 9", "--reason", "x", "--tier", "t", "--reported", rep,
                      "--out-csv", str(tmp_path / "x.csv"), "--out-md", str(tmp_path / "x.md")])
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_kf_runs_in_one_job_equal_alone(tmp_path, teachers):
+    """Three seeds (different lambdas, like the pipeline's per-seed draws) in one process, sharing their teachers:
+    each run's curve, statistics and student are bit-for-bit those of the same run trained alone."""
+    import pandas as pd
+
+    runs = [{"method": "kf", "a2c": {**A2C, "seed": s, "checkpoint_every": 400},
+             "kf": {"lambda1": 0.5 / (s + 1), "lambda2": 0.01, "teachers": list(teachers)}} for s in (0, 1, 2)]
+    main(["--out", *(str(tmp_path / f"group{s}") for s in (0, 1, 2)), "--args", json.dumps(runs)])
+    for s, r in zip((0, 1, 2), runs):
+        main(["--out", str(tmp_path / f"alone{s}"), "--args", json.dumps(r)])
+        g, a = tmp_path / f"group{s}", tmp_path / f"alone{s}"
+        for f in ("curve.csv", "train_stats.csv"):
+            pd.testing.assert_frame_equal(pd.read_csv(g / f).drop(columns="wall_time", errors="ignore"),
+                                          pd.read_csv(a / f).drop(columns="wall_time", errors="ignore"))
+        wg, wa = load_policy(g / "model.pt").state_dict(), load_policy(a / "model.pt").state_dict()
+        assert all(torch.equal(wg[k], wa[k]) for k in wg)
+        assert json.loads((g / "final.json").read_text()) == json.loads((a / "final.json").read_text())
+    with pytest.raises(ValueError, match="2 run directories for 3 runs"):
+        main(["--out", str(tmp_path / "x"), str(tmp_path / "y"), "--args", json.dumps(runs)])

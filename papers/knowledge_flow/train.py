@@ -1,6 +1,11 @@
 """One Knowledge Flow run (or one of its baselines) with the shared A2C learner.
 
     python -m papers.knowledge_flow.train --out DIR --args '<yaml/json>'
+    python -m papers.knowledge_flow.train --out DIR0 DIR1 ... --args '[<run 0>, <run 1>, ...]'
+
+The second form trains the runs (the seeds of one cell) in one process with the multi-run learner
+(``common.a2c.train_many``): each run writes its own directory exactly as it would alone, bit for bit on the CPU;
+teachers the runs share are loaded once.
 
 ``--args`` is a :class:`RunArgs` mapping::
 
@@ -29,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from common.a2c import A2CArgs, train
-from common.cli import out_args_main
+from common.a2c import A2CArgs, RunSpec, train, train_many
+from common.cli import parse_mapping
 from common.envs import dataclass_from_dict, make_vec_env
-from common.io import resolve_device, seed_everything, write_json
+from common.io import resolve_device, rng_state, seed_everything, set_rng_state, write_json
 from common.nets import make_net
 from common.zoo import load_teacher
 from papers.knowledge_flow.method import KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent, finetune_init
@@ -91,19 +96,31 @@ def auto_links(teachers, student_layers) -> list[dict]:
     return links
 
 
-def build(run: RunArgs, env) -> tuple[torch.nn.Module, KnowledgeFlowHook | None, dict]:
-    """The agent (and hook) of a run, on the run's device; `info` records what was built."""
+def build(run: RunArgs, env, teacher_cache: dict | None = None) -> tuple[torch.nn.Module, KnowledgeFlowHook | None,
+                                                                       dict]:
+    """The agent (and hook) of a run, on the run's device; `info` records what was built. `teacher_cache`
+    ({(dir, device): teacher}) lets the runs of one job share their frozen teachers."""
+    def teacher(path, device="cpu"):
+        cache = {} if teacher_cache is None else teacher_cache
+        if (path, device) not in cache:
+            # loading a zoo teacher builds (and draws the initial weights of) an SB3 model: restore the global RNG
+            # after it, so that the student's initialisation does not depend on which run of a job loaded it
+            rng = rng_state()
+            cache[path, device] = load_teacher(path, device=device)
+            set_rng_state(rng)
+        return cache[path, device]
+
     a2c = A2CArgs.from_dict(run.a2c)
     device = resolve_device(a2c.device)
     student = make_net(a2c.net, env.obs_shape, env.n_actions)
     if run.method == "baseline":
         return student, None, {}
     if run.method == "finetune":
-        teacher = load_teacher(run.finetune_from)
+        teacher = teacher(run.finetune_from)
         new_head = {"always": True, "never": False}.get(run.new_head, teacher.n_actions != env.n_actions)
         finetune_init(student, teacher.as_net().state_dict(), new_head=new_head)
         return student, None, {"finetune_from": run.finetune_from, "new_head": new_head}
-    teachers = [load_teacher(p, device=str(device)) for p in run.kf["teachers"]]
+    teachers = [teacher(p, device=str(device)) for p in run.kf["teachers"]]
     links = run.kf.get("links", "auto")
     if links in ("auto", None):
         links = auto_links(teachers, student.layer_names)
@@ -112,18 +129,53 @@ def build(run: RunArgs, env) -> tuple[torch.nn.Module, KnowledgeFlowHook | None,
     return agent, KnowledgeFlowHook(kf_args), {"links": links, "candidates": agent.candidates}
 
 
-def run(run_args: RunArgs, out_dir) -> dict:
+def _prepare(run_args: RunArgs, out_dir, env, teacher_cache=None):
+    """Seed, build and describe one run; returns (A2CArgs, agent, hook)."""
     a2c = A2CArgs.from_dict(run_args.a2c)
     seed_everything(a2c.seed)  # the student's initialisation is part of the seeded run
-    env = make_vec_env(a2c.game, a2c.num_envs, a2c.protocol, num_threads=a2c.env_threads)
-    agent, hook, info = build(run_args, env)
+    agent, hook, info = build(run_args, env, teacher_cache)
     print(f"[{a2c.game} seed {a2c.seed}] {run_args.method}: {info}", file=sys.stderr, flush=True)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(out_dir) / "run.json", {**asdict(run_args), **info})  # what was built, for the report
+    return a2c, agent, hook
+
+
+def run(run_args: RunArgs, out_dir) -> dict:
+    a2c = A2CArgs.from_dict(run_args.a2c)
+    env = make_vec_env(a2c.game, a2c.num_envs, a2c.protocol, num_threads=a2c.env_threads)
+    a2c, agent, hook = _prepare(run_args, out_dir, env)
     return train(a2c, out_dir, agent=agent, hook=hook, env=env)
 
 
-main = out_args_main("Train one Knowledge Flow run (or a baseline) with the shared learner.", RunArgs.from_dict, run)
+def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None) -> list:
+    """The runs in one process (common.a2c.train_many); shared teachers are loaded once."""
+    if len(runs) != len(out_dirs):
+        raise ValueError(f"{len(out_dirs)} run directories for {len(runs)} runs: give one --out per run")
+    by_out = {str(Path(o)): r for r, o in zip(runs, out_dirs)}
+    cache: dict = {}
+
+    def spec(a2c, out, env):
+        _, agent, hook = _prepare(by_out[str(Path(out))], out, env, cache)
+        return RunSpec(a2c, out, agent, hook)
+
+    return train_many(spec, [(A2CArgs.from_dict(r.a2c), o) for r, o in zip(runs, out_dirs)], stop_after_updates)
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Train Knowledge Flow runs (or baselines) with the shared learner.")
+    ap.add_argument("--out", required=True, nargs="+", help="run directory (one per run)")
+    ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON, or a list of them (one per --out)")
+    a = ap.parse_args(argv)
+    if a.args.lstrip().startswith("["):
+        import json
+
+        runs = [RunArgs.from_dict(d) for d in json.loads(a.args)]
+        return run_many(runs, a.out)
+    if len(a.out) != 1:
+        raise ValueError(f"{len(a.out)} run directories for one run: give --args a list of runs")
+    return run(RunArgs.from_dict(parse_mapping(a.args)), a.out[0])
 
 
 if __name__ == "__main__":
