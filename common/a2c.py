@@ -418,6 +418,8 @@ class _Run:
         # log pi(a|s) of the acting policy, recorded only for a hook that replaces the rewards (Hook.rewards)
         self.shapes_rewards = type(hook).rewards is not Hook.rewards
         self.logp_buf = torch.zeros((T, N)) if self.shapes_rewards else None
+        self.val_dev = torch.zeros((T, N), device=device)  # the rollout's values (and log pi) where they are computed
+        self.logp_dev = torch.zeros((T, N), device=device) if self.shapes_rewards else None
         self.recent: list[float] = []
         self.obs = self.state = self.starts = self.state0 = self.last_value = None
 
@@ -446,17 +448,18 @@ class _Run:
         self.starts = torch.ones(obs.shape[0], dtype=torch.bool)
 
     # -- collect: one rollout step of this run (inference mode) -------------------------------------
-    def act(self, t: int, device) -> np.ndarray:
-        """Record the observation at step t and sample this run's actions for it."""
+    def act(self, t: int, device) -> torch.Tensor:
+        """Record the observation at step t and sample this run's actions for it (on `device`: the caller moves
+        every run's actions to the CPU at once, one device sync per step for all runs)."""
         self.obs_buf[t] = self.obs
         self.start_buf[t] = self.starts
         out = self.agent(self.obs.to(device), self.state, self.starts.to(device))
         self.state = out.state
         a = torch.multinomial(F.softmax(out.logits, -1), 1, generator=self.sampler).squeeze(-1)
-        self.act_buf[t], self.val_buf[t] = a.cpu(), out.value.cpu()
+        self.val_dev[t] = out.value  # copied to val_buf once per rollout
         if self.shapes_rewards:
-            self.logp_buf[t] = F.log_softmax(out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1).cpu()
-        return self.act_buf[t].numpy()
+            self.logp_dev[t] = F.log_softmax(out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
+        return a
 
     def observe(self, t: int, st: Step, sl: slice, episodes: list, step_now: int, frameskip: int, wall: float,
                 device) -> None:
@@ -714,8 +717,11 @@ class Learner:
             r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
         with torch.inference_mode():
             for t in range(self.T):
-                actions = np.concatenate([r.act(t, device) for r in runs]) if self.K > 1 else runs[0].act(t, device)
-                st = env.step(actions)
+                acts = [r.act(t, device) for r in runs]
+                actions = (torch.cat(acts) if self.K > 1 else acts[0]).cpu()
+                for r, sl in zip(runs, slices):
+                    r.act_buf[t] = actions[sl]
+                st = env.step(actions.numpy())
                 episodes = [[] for _ in runs]
                 for i, ret, length in st.episodes:
                     episodes[i // N].append((ret, length))
@@ -725,6 +731,9 @@ class Learner:
                     r.observe(t, st, sl, ep, step_now, self.frameskip, wall, device)
             for r in runs:
                 r.last_value = r.agent(r.obs.to(device), r.state, r.starts.to(device)).value.cpu()
+                r.val_buf.copy_(r.val_dev)
+                if r.shapes_rewards:
+                    r.logp_buf.copy_(r.logp_dev)
 
     def save_checkpoints(self) -> None:
         """Every run's checkpoint.pt, each written atomically (a kill between two leaves runs one boundary apart:

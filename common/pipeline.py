@@ -38,5 +38,14 @@ def a2c_args(section: dict, game: str, seed: int, threads: int, device: str) -> 
     return json.dumps(d)
 
 
+def seed_groups(n_seeds: int, runs_per_job: int) -> list[list[int]]:
+    """Seeds 0..n_seeds-1 in consecutive groups of `runs_per_job` (the last may be shorter): one training job per
+    group, run by the multi-run learner. A cell that needs fewer seeds than its group holds trains the whole group
+    (choose runs_per_job dividing the seed counts to waste nothing)."""
+    if runs_per_job < 1:
+        raise ValueError(f"runs_per_job must be >= 1, got {runs_per_job}")
+    return [list(range(i, min(i + runs_per_job, n_seeds))) for i in range(0, n_seeds, runs_per_job)]
+
+
 def eval_protocol(section: dict | None) -> str:
     return json.dumps(section or {})

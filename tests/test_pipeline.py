@@ -127,3 +127,16 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert "Table 7" in report and "cA3C" in report
     r = snake("-n", "--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"), "--directory", str(tmp_path))
     assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_runs_per_job_trains_a_cells_seeds_in_one_job(tmp_path):
+    from common.pipeline import seed_groups
+
+    assert seed_groups(5, 2) == [[0, 1], [2, 3], [4]] and seed_groups(3, 1) == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="runs_per_job must be >= 1"):
+        seed_groups(3, 0)
+    r = snake("-n", "-p", "--cores", "2", "all", "--configfile", str(ROOT / "config/smoke.yaml"),
+              "--config", "runs_per_job=2", "--directory", str(tmp_path))
+    assert "kf_train_seeds0_1" in r.stdout and "kf_train_seed0" not in r.stdout
+    cmd = next(line for line in r.stdout.splitlines() if "knowledge_flow.train" in line and "baseline/Breakout" in line)
+    assert "baseline/Breakout/seed0 runs/smoke/knowledge_flow/baseline/Breakout/seed1 --args '[" in cmd

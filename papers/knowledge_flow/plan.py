@@ -191,7 +191,8 @@ def lambdas(config: dict, seed: int) -> tuple[float, float]:
 def run_args(config: dict, tier: str, method: str, game: str, seed: int, threads: int, device: str) -> str:
     """The RunArgs of one run (papers/knowledge_flow/train.py) as JSON for the command line."""
     kf = config["knowledge_flow"]
-    a2c = dict(kf["a2c"], game=game, seed=int(seed), torch_threads=int(threads), device=device)
+    a2c = dict(kf["a2c"], game=game, seed=int(seed), torch_threads=int(threads), env_threads=int(threads),
+               device=device)
     A2CArgs.from_dict(a2c)
     if method == BASELINE:
         return json.dumps({"method": "baseline", "a2c": a2c})

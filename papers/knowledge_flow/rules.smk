@@ -3,7 +3,7 @@
 # (Fig. 1c/7) and how far each student ends from independence; Table 1 and the ablations; Table 7 (vs Distral).
 # Which runs and teachers: plan.py. Runs live in runs/<tier>/knowledge_flow/<method>/<game>/seed<k>/, Distral's
 # in runs/<tier>/knowledge_flow/distral/<Task1+Task2+Task3>/seed<k>/.
-from common.pipeline import eval_protocol
+from common.pipeline import eval_protocol, seed_groups
 from papers.knowledge_flow import plan as kf_plan
 
 KF = config["knowledge_flow"]
@@ -14,29 +14,46 @@ TABLE2_METHODS = ["baseline"] + (list(kf_plan.TABLE2) if KF.get("table2") else [
 KF_EXPERIMENTS = list(kf_plan.experiments(config))
 
 
-rule kf_train:
-    """One run: the A3C baseline (no teachers), Knowledge Flow with two teachers, or fine-tuning."""
-    input:
-        teachers=lambda wc: [f"{d}/model.zip" for d in kf_plan.teacher_dirs(config, TIER, wc.method, wc.game)],
-    output:
-        curve=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/curve.csv",
-        model=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/model.pt",
-        stats=f"{KF_RUNS}/{{method}}/{{game}}/seed{{seed}}/train_stats.csv",
-    wildcard_constraints:
-        method="baseline|finetune|kf_[a-z0-9_]+",
-    params:
-        args=lambda wc, threads: kf_plan.run_args(config, TIER, wc.method, wc.game, wc.seed, threads,
-                                                  config.get("device", "auto")),
-    log:
-        f"logs/{TIER}/knowledge_flow/{{method}}_{{game}}_seed{{seed}}.log",
-    benchmark:
-        f"benchmarks/{TIER}/knowledge_flow/{{method}}_{{game}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_run", 1)
-    resources:
-        mem_mb=4000,
-        runtime=lambda wc: 30 + KF["a2c"]["total_steps"] // 20_000,  # minutes, at >= 350 steps/s
-    shell:
-        "{PY} -m papers.knowledge_flow.train --out $(dirname {output.curve}) --args '{params.args}' 2> {log}"
+def _kf_train_args(seeds):
+    """The --args of a job training `seeds` (one run: a mapping; several: the list the multi-run form takes)."""
+    def args(wildcards, threads):
+        device = config.get("device", "auto")
+        runs = [kf_plan.run_args(config, TIER, wildcards.method, wildcards.game, s, threads, device) for s in seeds]
+        return runs[0] if len(runs) == 1 else "[" + ", ".join(runs) + "]"
+    return args
+
+
+# One job per group of `runs_per_job` seeds (default 1: one job per seed). A group trains its seeds in one process
+# with the multi-run learner; each seed's outputs are what it would write alone (bit for bit on the CPU).
+KF_MAX_SEEDS = max([s + 1 for _, _, s in kf_plan.run_seeds(config)] + [int(KF["seeds"])])
+for _seeds in seed_groups(KF_MAX_SEEDS, config.get("runs_per_job", 1)):
+    _name = f"seed{_seeds[0]}" if len(_seeds) == 1 else f"seeds{_seeds[0]}-{_seeds[-1]}"
+    rule:
+        """Runs of one cell: the A3C baseline (no teachers), Knowledge Flow with two teachers, or fine-tuning."""
+        name: f"kf_train_{_name}".replace("-", "_")
+        input:
+            teachers=lambda wc: [f"{d}/model.zip" for d in kf_plan.teacher_dirs(config, TIER, wc.method, wc.game)],
+        output:
+            curve=[f"{KF_RUNS}/{{method}}/{{game}}/seed{s}/curve.csv" for s in _seeds],
+            model=[f"{KF_RUNS}/{{method}}/{{game}}/seed{s}/model.pt" for s in _seeds],
+            stats=[f"{KF_RUNS}/{{method}}/{{game}}/seed{s}/train_stats.csv" for s in _seeds],
+        wildcard_constraints:
+            method="baseline|finetune|kf_[a-z0-9_]+",
+        params:
+            args=_kf_train_args(_seeds),
+        log:
+            f"logs/{TIER}/knowledge_flow/{{method}}_{{game}}_{_name}.log",
+        benchmark:
+            f"benchmarks/{TIER}/knowledge_flow/{{method}}_{{game}}_{_name}.tsv"
+        threads: config.get("threads_per_run", 1)
+        resources:
+            mem_mb=4000 * len(_seeds),
+            runtime=30 + len(_seeds) * KF["a2c"]["total_steps"] // 20_000,  # minutes, at >= 350 steps/s per run
+            gpu=int(config.get("device", "auto") == "cuda"),
+        shell:
+            "{PY} -m papers.knowledge_flow.train --out " + " ".join(
+                f"{KF_RUNS}/{{wildcards.method}}/{{wildcards.game}}/seed{s}" for s in _seeds) +
+            " --args '{params.args}' 2> {log}"
 
 
 rule kf_eval:
