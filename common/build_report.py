@@ -45,13 +45,15 @@ def main(argv=None):
     ap.add_argument("--config", required=True, help="the resolved config as JSON")
     ap.add_argument("--sections", required=True,
                     help="JSON list of {title, tables: [md], figs: [png], note, budget, teachers: [eval.json]}")
+    ap.add_argument("--claims", help="the tier's claims scorecard (common/claims.py); the report opens with it")
     a = ap.parse_args(argv)
     cfg = json.loads(a.config)
     secs = json.loads(a.sections)
     teachers = sorted({p for s in secs for p in s.get("teachers", [])})
     budget = "; ".join([s["budget"] for s in secs if s.get("budget")]
                        + [f"teachers (SB3 {cfg['teachers']['algo'].upper()}): {cfg['teachers']['steps']['expert']:,} steps each"])
-    sections = [("Teachers", teacher_table(teachers), [])]
+    sections = [("Claims scorecard", Path(a.claims).read_text(), [])] if a.claims else []
+    sections.append(("Teachers", teacher_table(teachers), []))
     for s in secs:
         text = "\n".join(Path(t).read_text() for t in s.get("tables", []))
         sections.append((s["title"], text + ("\n" + s["note"] if s.get("note") else ""), list(s.get("figs", []))))
