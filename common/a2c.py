@@ -51,6 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
+from common.multirun import make_engine
 from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
 from common.nets import make_net
 
@@ -462,14 +463,15 @@ class _Run:
         return a
 
     def observe(self, t: int, st: Step, sl: slice, episodes: list, step_now: int, frameskip: int, wall: float,
-                device) -> None:
-        """Store what this run's envs (`sl` of the shared vector env) returned for step t."""
+                device, value_fn) -> None:
+        """Store what this run's envs (`sl` of the shared vector env) returned for step t; `value_fn(obs, state)`
+        is this run's value function (for the cut states of frame-capped games)."""
         r = torch.from_numpy(st.reward[sl])
         if st.final_obs is not None:  # frame-cap truncation: bootstrap from the cut state
             idx = np.flatnonzero(st.truncated[sl])
             if len(idx):
-                v_cut = self.agent(torch.from_numpy(st.final_obs[sl][idx]).to(device),
-                                   None if self.state is None else tuple(s[idx] for s in self.state)).value
+                v_cut = value_fn(torch.from_numpy(st.final_obs[sl][idx]).to(device),
+                                 None if self.state is None else tuple(s[idx] for s in self.state))
                 r[idx] += self.args.gamma * v_cut.cpu()
         self.rew_buf[t] = r
         self.done_buf[t] = torch.from_numpy(st.terminal[sl] | st.truncated[sl])
@@ -522,7 +524,7 @@ class _Run:
     def log(self, s: dict) -> None:
         row = {"env_steps": s["env_steps"], "policy_loss": s["policy_loss"].item(),
                "value_loss": s["value_loss"].item(), "entropy": s["entropy"].mean().item(),
-               "grad_norm": float(s["grad_norm"]), "lr": self.opt.param_groups[0]["lr"], **s["logs"]}
+               "grad_norm": float(s["grad_norm"]), "lr": s.get("lr", self.opt.param_groups[0]["lr"]), **s["logs"]}
         if self.stats_w is None:
             self.stats_w = csv.DictWriter(self.stats_f, fieldnames=list(row), extrasaction="ignore")
             if self.stats_rows == 0:
@@ -592,13 +594,16 @@ class Learner:
         self._build([RunSpec(args, out_dir, agent, hook, resume)], env, own_checkpoint)
 
     @classmethod
-    def many(cls, specs: list[RunSpec], env: VecEnv | None = None, own_checkpoint: bool = True) -> "Learner":
-        """K runs in one process (see the class docstring); `env`, if given, must hold K x num_envs envs."""
+    def many(cls, specs: list[RunSpec], env: VecEnv | None = None, own_checkpoint: bool = True,
+             batch: str = "loop") -> "Learner":
+        """K runs in one process (see the class docstring); `env`, if given, must hold K x num_envs envs. `batch`:
+        how the runs compute (common/multirun.py): 'loop' (each run's own agent; bit-for-bit what it computes
+        alone), 'stacked' (all runs' nets in one batched call) or 'auto' (stacked where the runs allow it)."""
         self = cls.__new__(cls)
-        self._build(list(specs), env, own_checkpoint)
+        self._build(list(specs), env, own_checkpoint, batch)
         return self
 
-    def _build(self, specs: list[RunSpec], env: VecEnv | None, own_checkpoint: bool) -> None:
+    def _build(self, specs: list[RunSpec], env: VecEnv | None, own_checkpoint: bool, batch: str = "loop") -> None:
         if not specs:
             raise ValueError("a Learner needs at least one run")
         args_list = [s.args for s in specs]
@@ -642,6 +647,7 @@ class Learner:
         self.t_start = time.time() - self.wall0
         self.stats_every_updates = max(1, a0.stats_every // per_update)
         self.started = False
+        self.engine = make_engine(self.runs, device, batch)
 
     def _label(self) -> str:
         if self.K == 1:
@@ -695,11 +701,10 @@ class Learner:
             if self.own_checkpoint:
                 self.save_checkpoints()
             self._begin_segment()
-        for r in self.runs:
-            decay_lr(r.opt, r.args, self.update / self.n_updates)
+        self.engine.decay(self.update / self.n_updates)
         try:
             self._collect()
-            stats = [r.learn(self.update, self.n_updates, self.per_update, self.device) for r in self.runs]
+            stats = self.engine.learn(self.update, self.n_updates, self.per_update)
         except torch.OutOfMemoryError as e:
             raise MemoryError(f"out of {self.device} memory with {self.K} runs x {self.N} envs in one job ({e}); "
                               "train fewer runs per job (config: runs_per_job) or fewer envs") from e
@@ -717,7 +722,7 @@ class Learner:
             r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
         with torch.inference_mode():
             for t in range(self.T):
-                acts = [r.act(t, device) for r in runs]
+                acts = self.engine.act(t)
                 actions = (torch.cat(acts) if self.K > 1 else acts[0]).cpu()
                 for r, sl in zip(runs, slices):
                     r.act_buf[t] = actions[sl]
@@ -727,10 +732,10 @@ class Learner:
                     episodes[i // N].append((ret, length))
                 step_now = (self.update * self.T + t + 1) * N
                 wall = time.time() - self.t_start
-                for r, sl, ep in zip(runs, slices, episodes):
-                    r.observe(t, st, sl, ep, step_now, self.frameskip, wall, device)
+                for k, (r, sl, ep) in enumerate(zip(runs, slices, episodes)):
+                    r.observe(t, st, sl, ep, step_now, self.frameskip, wall, device, self.engine.value_fn(k))
+            self.engine.last_values()
             for r in runs:
-                r.last_value = r.agent(r.obs.to(device), r.state, r.starts.to(device)).value.cpu()
                 r.val_buf.copy_(r.val_dev)
                 if r.shapes_rewards:
                     r.logp_buf.copy_(r.logp_dev)
@@ -739,6 +744,7 @@ class Learner:
         """Every run's checkpoint.pt, each written atomically (a kill between two leaves runs one boundary apart:
         train_many() resumes them in groups)."""
         wall = time.time() - self.t_start
+        self.engine.sync()
         for r in self.runs:
             torch_save(r.checkpoint_state(self.update, wall), r.ckpt_path)
 
@@ -751,6 +757,7 @@ class Learner:
     def finish(self) -> dict | list[dict]:
         """Write every run's model.pt, final.json, train_stats.csv and curve.csv; one summary (K = 1) or a list."""
         self.progress.update(self.K * self.n_updates * self.per_update, [], force=True)
+        self.engine.sync()
         for r in self.runs:
             r.finish(self.env)
         self.env.close()
@@ -790,7 +797,7 @@ def checkpoint_update(out_dir) -> int | None:
     return int(load_checkpoint(out / "checkpoint.pt", "cpu")["update"])
 
 
-def train_many(build, specs: list, stop_after_updates: int | None = None) -> list[dict]:
+def train_many(build, specs: list, stop_after_updates: int | None = None, batch: str = "loop") -> list[dict]:
     """Train runs in one process: `specs` are (args, out_dir) pairs, `build(args, out_dir, env_info)` returns the
     RunSpec of one run (its agent and hook). Finished runs are skipped; runs that resume from different checkpoint
     updates (a job killed while writing them) train as separate groups, one after the other. Returns each group's
@@ -809,7 +816,7 @@ def train_many(build, specs: list, stop_after_updates: int | None = None) -> lis
         env = make_vec_env(a0.game, len(group) * a0.num_envs, a0.protocol,
                            num_threads=max(a.env_threads for a, _ in group))
         run_specs = [build(a, o, env) for a, o in group]
-        results.append(_drive(Learner.many(run_specs, env=env), stop_after_updates))
+        results.append(_drive(Learner.many(run_specs, env=env, batch=batch), stop_after_updates))
     return results
 
 

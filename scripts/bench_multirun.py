@@ -7,7 +7,8 @@
 Measures side by side, on one machine, one after another:
   1. `--jobs` single-run jobs (K = 1, one torch and one env thread each) running at once in separate processes:
      their summed env steps/s (what `snakemake --cores <jobs>` gets from one job per seed);
-  2. one job of `--runs` runs (K = runs) on `--threads` torch and env threads: its aggregate env steps/s;
+  2. one job of `--runs` runs (K = runs) on `--threads` torch and env threads, its runs computed one after
+     another (loop) and stacked into batched calls (stacked, common/multirun.py): its aggregate env steps/s;
   3. the random-action rate of that job's vector env alone (K x num_envs envs, same threads): the ceiling;
   4. with `--kf-teachers M`, the same K-run job as Knowledge Flow students, each with the same M frozen teachers
      (untrained zoo PPO teachers with the A3C body: the cost does not depend on what a teacher knows).
@@ -37,7 +38,7 @@ def _args(game, net, seed, threads, device):
                    torch_threads=threads, env_threads=threads, seed=seed)
 
 
-def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_teachers=0) -> float:
+def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_teachers=0, batch="loop") -> float:
     """Aggregate env steps/s of one job of `runs` runs."""
     from common.a2c import Learner, RunSpec
     from common.envs import make_vec_env
@@ -58,8 +59,8 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
             student = make_net(net, env.obs_shape, env.n_actions).to(device)
             agent = KnowledgeFlowStudent(student, teachers, auto_links(teachers, student.layer_names))
             hook = KnowledgeFlowHook(KFArgs(lambda1=0.1, lambda2=0.01))
-        specs.append(RunSpec(a, root / f"kf{kf_teachers}_run{a.seed}", agent, hook))
-    lr = Learner.many(specs, env=env)
+        specs.append(RunSpec(a, root / f"{batch}_kf{kf_teachers}_run{a.seed}", agent, hook))
+    lr = Learner.many(specs, env=env, batch=batch)
     for _ in range(warmup):
         lr.step()
     _sync(device)
@@ -157,10 +158,11 @@ def main():
             single = single_jobs_rate(a.game, a.net, a.jobs, a.updates, a.warmup, root)
             rows[f"{a.jobs} single-run job{'s' * (a.jobs > 1)} at once (K = 1, 1 thread each, cpu)"] = single
         k_updates = max(10, a.updates // a.runs)
-        multi = learner_rate(a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root)
-        rows[f"one job, K = {a.runs} runs, {a.threads} threads, {a.device}"] = multi
+        for batch in ("loop", "stacked"):
+            rows[f"one job, K = {a.runs} runs, {a.threads} threads, {a.device}, {batch}"] = learner_rate(
+                a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, batch=batch)
         if a.kf_teachers:
-            rows[f"one job, K = {a.runs} Knowledge Flow students, {a.kf_teachers} teachers, {a.device}"] = \
+            rows[f"one job, K = {a.runs} Knowledge Flow students, {a.kf_teachers} teachers, {a.device}, loop"] = \
                 learner_rate(a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, a.kf_teachers)
         n_envs = a.runs * 16
         ceiling = env_rate(a.game, n_envs, a.threads, 40 * n_envs)

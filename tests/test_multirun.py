@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from common.a2c import A2CArgs, Learner, RunSpec, check_group, load_policy, train, train_many
+from common.a2c import A2CArgs, Hook, Learner, RunSpec, check_group, load_policy, train, train_many
 from common.envs import make_vec_env
 
 SMALL = dict(game="MinAtar/Breakout", net="minatar", num_envs=4, n_steps=5, total_steps=2000,
@@ -72,3 +72,64 @@ def test_one_run_view_refused_for_many(tmp_path):
     with pytest.raises(AttributeError, match="several runs"):
         lr.agent
     lr.close()
+
+
+# -- the stacked engine: all runs' nets in one batched call (common/multirun.py) ----------------------------------
+def _build_stacked(args, out, env):
+    return RunSpec(args, out)
+
+
+def _stats(d):
+    return pd.read_csv(d / "train_stats.csv")
+
+
+def test_stacked_same_job_same_bits_and_exact_resume(tmp_path):
+    seeds = [4, 7, 1]
+    for name in ("a", "b"):
+        train_many(_build_stacked, [(A2CArgs(**SMALL, seed=s), tmp_path / f"{name}{s}") for s in seeds], batch="stacked")
+    cut = [(A2CArgs(**SMALL, seed=s), tmp_path / f"cut{s}") for s in seeds]
+    assert train_many(_build_stacked, cut, stop_after_updates=47, batch="stacked") == [{"stopped_at_update": 47}]
+    train_many(_build_stacked, cut, batch="stacked")  # resumes all three from update 40
+    for s in seeds:
+        _same_run(tmp_path / f"a{s}", tmp_path / f"b{s}")
+        _same_run(tmp_path / f"a{s}", tmp_path / f"cut{s}")
+
+
+def test_stacked_update_agrees_with_the_loop(tmp_path):
+    """One update of three runs, stacked vs one after another: same actions, losses and new weights to 1e-6."""
+    def one_update(batch):
+        lr = Learner.many([RunSpec(A2CArgs(**{**SMALL, "checkpoint_every": 0}, seed=s), tmp_path / batch / str(s))
+                           for s in (0, 1, 2)], batch=batch)
+        assert lr.engine.name == batch
+        lr.step()
+        lr.engine.sync()
+        out = [({n: p.detach().clone() for n, p in r.agent.named_parameters()}, r.act_buf.clone(), r.rew_buf.clone())
+               for r in lr.runs]
+        lr.close()
+        return out
+
+    loop, stacked = one_update("loop"), one_update("stacked")
+    for (wl, al, rl), (ws, as_, rs) in zip(loop, stacked):
+        assert torch.equal(al, as_) and torch.equal(rl, rs)  # the same rollout
+        for n in wl:
+            assert torch.allclose(wl[n], ws[n], rtol=0, atol=1e-6), n
+
+
+def test_stacked_only_where_runs_can_be_stacked(tmp_path):
+    from common.multirun import stackable
+
+    class Noop(Hook):
+        pass
+
+    def learner(batch, hook=None, lr=(1e-3, 1e-3)):
+        return Learner.many([RunSpec(A2CArgs(**{**SMALL, "lr": lr[s]}, seed=s), tmp_path / f"{batch}{s}{id(hook)}",
+                                     hook=hook() if hook else None) for s in (0, 1)], batch=batch)
+
+    lr = learner("auto")
+    assert lr.engine.name == "stacked"
+    lr.close()
+    lr = learner("auto", hook=Noop)
+    assert lr.engine.name == "loop" and "hook" in stackable(lr.runs)
+    lr.close()
+    with pytest.raises(ValueError, match="cannot be stacked.*differ beyond the seed: lr"):
+        learner("stacked", lr=(1e-3, 2e-3))

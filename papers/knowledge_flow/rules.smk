@@ -53,7 +53,8 @@ for _seeds in seed_groups(KF_MAX_SEEDS, config.get("runs_per_job", 1)):
         shell:
             "{PY} -m papers.knowledge_flow.train --out " + " ".join(
                 f"{KF_RUNS}/{{wildcards.method}}/{{wildcards.game}}/seed{s}" for s in _seeds) +
-            " --args '{params.args}' 2> {log}"
+            " --args '{params.args}'" + (f" --batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "") +
+            " 2> {log}"
 
 
 rule kf_eval:

@@ -147,8 +147,9 @@ def run(run_args: RunArgs, out_dir) -> dict:
     return train(a2c, out_dir, agent=agent, hook=hook, env=env)
 
 
-def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None) -> list:
-    """The runs in one process (common.a2c.train_many); shared teachers are loaded once."""
+def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None, batch: str = "loop") -> list:
+    """The runs in one process (common.a2c.train_many); shared teachers are loaded once. `batch`: how the runs
+    compute (common/multirun.py: loop | stacked | auto; Knowledge Flow students always run in a loop)."""
     if len(runs) != len(out_dirs):
         raise ValueError(f"{len(out_dirs)} run directories for {len(runs)} runs: give one --out per run")
     by_out = {str(Path(o)): r for r, o in zip(runs, out_dirs)}
@@ -158,7 +159,8 @@ def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None
         _, agent, hook = _prepare(by_out[str(Path(out))], out, env, cache)
         return RunSpec(a2c, out, agent, hook)
 
-    return train_many(spec, [(A2CArgs.from_dict(r.a2c), o) for r, o in zip(runs, out_dirs)], stop_after_updates)
+    return train_many(spec, [(A2CArgs.from_dict(r.a2c), o) for r, o in zip(runs, out_dirs)], stop_after_updates,
+                      batch=batch)
 
 
 def main(argv=None):
@@ -167,12 +169,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Train Knowledge Flow runs (or baselines) with the shared learner.")
     ap.add_argument("--out", required=True, nargs="+", help="run directory (one per run)")
     ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON, or a list of them (one per --out)")
+    ap.add_argument("--batch", default="loop", choices=("loop", "stacked", "auto"),
+                    help="several runs: each run's own net in turn (loop, bit-for-bit as alone), all nets in one "
+                         "batched call (stacked; plain A3C baselines only), or stacked where possible (auto)")
     a = ap.parse_args(argv)
     if a.args.lstrip().startswith("["):
         import json
 
         runs = [RunArgs.from_dict(d) for d in json.loads(a.args)]
-        return run_many(runs, a.out)
+        return run_many(runs, a.out, batch=a.batch)
     if len(a.out) != 1:
         raise ValueError(f"{len(a.out)} run directories for one run: give --args a list of runs")
     return run(RunArgs.from_dict(parse_mapping(a.args)), a.out[0])

@@ -1,0 +1,255 @@
+"""How the runs of one multi-run job compute (common.a2c.Learner.many): one run after another, or all at once.
+
+:class:`LoopEngine` calls each run's own agent on its own envs' observations: a run computes the same numbers in
+a job of any size as alone, bit for bit on the CPU. It serves every agent and hook (Knowledge Flow students,
+cA3C's LSTM, Distral).
+
+:class:`StackedEngine` holds the K runs' parameters stacked ([K, ...] per tensor, ``torch.func.stack_module_state``)
+and evaluates all K networks in one batched call (``torch.vmap`` over ``torch.func.functional_call``): one
+kernel per layer for all runs instead of K. One Adam/RMSprop over the stacked tensors is exactly K independent
+optimisers (both are element-wise and the runs step in lock-step); the gradient-norm clip is computed per run. The
+arithmetic is the loop's, but batched kernels round differently, so a run's bits depend on the job it trained in
+(same job -> same bits; one update agrees with the loop's to ~1e-6: tests/test_multirun.py). It serves the runs
+it can batch: the same feed-forward net (A3C, Nature, MinAtar), no hook, identical arguments but the seed.
+
+Checkpoints and outputs are the loop's: before a checkpoint or the end, :meth:`StackedEngine.sync` copies every
+run's slice of the parameters and optimiser state back into that run's own agent and optimiser, so each run
+writes the checkpoint.pt and model.pt it would write in a loop, and either engine resumes it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state
+
+from common.nets import LayeredNet
+
+
+class LoopEngine:
+    """Each run's own agent, one run after another (see the module docstring)."""
+
+    name = "loop"
+
+    def __init__(self, runs, device):
+        self.runs, self.device = runs, device
+
+    def decay(self, frac: float) -> None:
+        from common.a2c import decay_lr
+
+        for r in self.runs:
+            decay_lr(r.opt, r.args, frac)
+
+    def act(self, t: int) -> list[torch.Tensor]:
+        return [r.act(t, self.device) for r in self.runs]
+
+    def value_fn(self, k: int):
+        agent = self.runs[k].agent
+        return lambda obs, state: agent(obs, state).value
+
+    def last_values(self) -> None:
+        for r in self.runs:
+            r.last_value = r.agent(r.obs.to(self.device), r.state, r.starts.to(self.device)).value.cpu()
+
+    def learn(self, update: int, n_updates: int, per_update: int) -> list[dict]:
+        return [r.learn(update, n_updates, per_update, self.device) for r in self.runs]
+
+    def sync(self) -> None:
+        pass
+
+
+def stackable(runs) -> str | None:
+    """Why these runs cannot share a :class:`StackedEngine` (None: they can)."""
+    from common.a2c import Hook
+
+    if len(runs) < 2:
+        return "one run"
+    a0 = runs[0].agent
+    if type(a0) not in _STACKABLE_NETS() or getattr(a0, "recurrent", False):
+        return f"agent {type(a0).__name__} is not a plain feed-forward net"
+    if any(type(r.agent) is not type(a0) for r in runs):
+        return "the runs' agents differ in type"
+    shapes = [tuple((n, p.shape) for n, p in r.agent.named_parameters()) for r in runs]
+    if any(s != shapes[0] for s in shapes):
+        return "the runs' nets differ in shape"
+    if any(type(r.hook) is not Hook for r in runs):
+        return "a run has a hook (Knowledge Flow, cA3C, Distral run one after another)"
+    base = {k: v for k, v in asdict(runs[0].args).items() if k != "seed"}
+    for r in runs[1:]:
+        d = {k: v for k, v in asdict(r.args).items() if k != "seed"}
+        if d != base:
+            return "the runs' arguments differ beyond the seed: " + ", ".join(k for k in d if d[k] != base[k])
+    if not runs[0].args.gae_loss:
+        return "gae_loss is off (nothing to batch)"
+    return None
+
+
+def _STACKABLE_NETS():
+    from common.nets import A3CNet, MinAtarNet, NatureNet
+
+    return (A3CNet, NatureNet, MinAtarNet)
+
+
+def _vmap_input(self, obs):
+    """LayeredNet.input without the channels-last copy (a memory-format query is not supported under vmap)."""
+    return obs.to(torch.float32).mul_(self.obs_scale)
+
+
+class StackedEngine:
+    """The K runs' parameters stacked, every forward batched over runs (see the module docstring)."""
+
+    name = "stacked"
+
+    def __init__(self, runs, device):
+        from common.a2c import make_optimizer
+
+        self.runs, self.device, self.K = runs, device, len(runs)
+        self.args = runs[0].args
+        agents = [r.agent for r in runs]
+        self.names = [n for n, _ in agents[0].named_parameters()]
+        params, buffers = stack_module_state(agents)
+        self.params = {n: params[n].detach().clone().requires_grad_(True) for n in self.names}
+        self.buffers = {n: b.detach().clone() for n, b in buffers.items()}
+        base = copy.deepcopy(agents[0]).to("meta")
+        base.input = _vmap_input.__get__(base, LayeredNet)
+        self.base = base
+        self.opt = make_optimizer(self.args, [self.params[n] for n in self.names])
+        self._stack_optimizer_state()
+
+        def fwd(p, b, obs):
+            out = functional_call(base, (p, b), (obs,))
+            return out.logits, out.value
+
+        self.fwd = torch.vmap(fwd)
+
+    # -- the runs' own optimisers <-> the stacked one ------------------------------------------------
+    def _stack_optimizer_state(self) -> None:
+        """Per-run optimiser states (restored from checkpoints) -> the stacked optimiser's."""
+        per_run = [[r.opt.state.get(p) for p in r.agent.parameters()] for r in self.runs]
+        if all(s is None for run in per_run for s in run):
+            return
+        for i, n in enumerate(self.names):
+            states = [run[i] for run in per_run]
+            p = self.params[n]
+            self.opt.state[p] = {key: (torch.stack([s[key] for s in states]) if torch.is_tensor(v) and v.dim() > 0
+                                       else v.clone() if torch.is_tensor(v) else v)
+                                 for key, v in states[0].items()}
+
+    def sync(self) -> None:
+        """Copy every run's slice of the stacked parameters and optimiser state into its own agent and optimiser."""
+        with torch.no_grad():
+            for k, r in enumerate(self.runs):
+                for n, p in r.agent.named_parameters():
+                    p.copy_(self.params[n][k])
+                    st = self.opt.state.get(self.params[n])
+                    if st:
+                        r.opt.state[p] = {key: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0
+                                                else v.clone() if torch.is_tensor(v) else v)
+                                          for key, v in st.items()}
+                for g in r.opt.param_groups:
+                    g["lr"] = self.opt.param_groups[0]["lr"] * g.get("lr_scale", 1.0)
+
+    # -- the learner's steps ------------------------------------------------------------------------
+    def decay(self, frac: float) -> None:
+        from common.a2c import decay_lr
+
+        decay_lr(self.opt, self.args, frac)
+
+    def _run_params(self, k: int):
+        return ({n: v[k] for n, v in self.params.items()}, {n: v[k] for n, v in self.buffers.items()})
+
+    def act(self, t: int) -> list[torch.Tensor]:
+        runs = self.runs
+        for r in runs:
+            r.obs_buf[t] = r.obs
+            r.start_buf[t] = r.starts
+        obs = torch.stack([r.obs for r in runs]).to(self.device)
+        logits, values = self.fwd(self.params, self.buffers, obs)
+        probs = F.softmax(logits, -1)
+        acts = []
+        for k, r in enumerate(runs):
+            acts.append(torch.multinomial(probs[k], 1, generator=r.sampler).squeeze(-1))
+            r.val_dev[t] = values[k]
+        return acts
+
+    def value_fn(self, k: int):
+        def value(obs, state):
+            return functional_call(self.base, self._run_params(k), (obs,)).value
+        return value
+
+    def last_values(self) -> None:
+        obs = torch.stack([r.obs for r in self.runs]).to(self.device)
+        _, values = self.fwd(self.params, self.buffers, obs)
+        values = values.cpu()
+        for k, r in enumerate(self.runs):
+            r.last_value = values[k]
+
+    def learn(self, update: int, n_updates: int, per_update: int) -> list[dict]:
+        from common.a2c import gae
+
+        runs, K, args, dev = self.runs, self.K, self.args, self.device
+        T, N = runs[0].rew_buf.shape
+        step = (update + 1) * per_update
+        cat = lambda name: torch.cat([getattr(r, name) for r in runs], 1)  # noqa: E731 - [T, K*N]
+        adv, ret = gae(cat("rew_buf"), cat("val_buf"), cat("done_buf"), torch.cat([r.last_value for r in runs]),
+                       args.gamma, args.gae_lambda)
+        per_run = lambda x: x.reshape(T, K, N).transpose(0, 1).reshape(K, T * N).to(dev)  # noqa: E731
+        adv, ret = per_run(adv), per_run(ret)
+        obs = torch.stack([r.obs_buf for r in runs]).to(dev)
+        obs = obs.reshape(K, T * N, *obs.shape[3:])
+        actions = torch.stack([r.act_buf for r in runs]).reshape(K, T * N).to(dev)
+        logits, values = self.fwd(self.params, self.buffers, obs)
+        logp_all = F.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # [K, T*N]
+        reduce = (lambda x: x.sum(1)) if args.loss_reduction == "sum" else (lambda x: x.mean(1))
+        pg_loss = -reduce(logp * adv)
+        v_loss = 0.5 * reduce((ret - values) ** 2)
+        loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * reduce(entropy)  # [K]
+        bad = [k for k in range(K) if not torch.isfinite(loss[k])]
+        if bad:
+            r = runs[bad[0]]
+            raise FloatingPointError(
+                f"non-finite loss ({loss[bad[0]].item()}) at update {update} (step {update * per_update:,}) of "
+                f"{r.label}: lower lr (now {args.lr}) or check the reward scale. The last checkpoint "
+                f"({r.ckpt_path}) is kept; a rerun resumes from it.")
+        self.opt.zero_grad(set_to_none=True)
+        loss.sum().backward()  # the runs are independent: each run's slice gets its own gradient
+        grad_norm = self._clip_per_run(args.max_grad_norm)
+        self.opt.step()
+        lr = self.opt.param_groups[0]["lr"]
+        out = []
+        for k in range(K):
+            out.append({"env_steps": step, "policy_loss": pg_loss[k], "value_loss": v_loss[k],
+                        "entropy": entropy[k], "grad_norm": grad_norm[k], "logs": {}, "lr": lr})
+        return out
+
+    def _clip_per_run(self, max_norm: float) -> torch.Tensor:
+        """clip_grad_norm_ of every run's own gradient (its slice of each stacked tensor); the norms before."""
+        grads = [self.params[n].grad for n in self.names if self.params[n].grad is not None]
+        norms = torch.stack([g.reshape(self.K, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        if max_norm > 0:
+            coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+            for g in grads:
+                g.mul_(coef.view(self.K, *([1] * (g.dim() - 1))))
+            return norms
+        return torch.zeros(self.K)
+
+
+def make_engine(runs, device, batch: str = "auto"):
+    """The engine for these runs: `batch` 'loop' | 'stacked' (an error if the runs cannot be stacked) | 'auto'
+    (stacked where the runs can be stacked)."""
+    if batch not in ("auto", "loop", "stacked"):
+        raise ValueError(f"batch must be auto, loop or stacked, got '{batch}'")
+    if batch == "loop":
+        return LoopEngine(runs, device)
+    why = stackable(runs)
+    if why is None:
+        return StackedEngine(runs, device)
+    if batch == "stacked":
+        raise ValueError(f"these runs cannot be stacked ({why}): use batch 'loop' or 'auto'")
+    return LoopEngine(runs, device)
+
