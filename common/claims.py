@@ -45,7 +45,9 @@ Metrics (an arm's ``source``), each giving per stratum one value per seed:
 * ``constant``: ``values: {stratum: v}`` (a published number, always ``fixed``).
 
 Templates take ``{tier}``, ``{stratum}``, ``{stratum_slug}`` ('MinAtar/Breakout' -> 'MinAtar-Breakout'),
-``{seed}`` and the variables passed with ``--var`` (the report rule passes the run names the papers' plans give).
+``{seed}`` and the variables passed with ``--var`` (the report rule passes the run names the papers' plans give,
+and a tier's ``claims.vars``); ``{name|default}`` falls back to ``default`` when ``name`` is not given (the
+paper's run names, e.g. ``{kf_two_teachers|kf_seaquest_riverraid}``, which a MinAtar tier renames).
 This module reads files only; it imports nothing from ``papers/``.
 """
 
@@ -172,7 +174,7 @@ class Context:
             values["seed"] = seed
         out = template
         for _ in range(4):
-            new = re.sub(r"\{([^{}]+)\}", lambda m: str(values.get(m.group(1), m.group(0))), out)
+            new = re.sub(r"\{([^{}]+)\}", lambda m: str(_lookup(values, m.group(1), m.group(0))), out)
             if new == out:
                 break
             out = new
@@ -187,6 +189,14 @@ class Context:
             if slug(k) == slug(stratum):
                 return float(v)
         return None
+
+
+def _lookup(values: dict, key: str, unfilled: str):
+    """'{name}' -> values[name]; '{name|default}' -> values[name] if given, else default."""
+    name, _, default = key.partition("|")
+    if name in values:
+        return values[name]
+    return default if "|" in key else unfilled
 
 
 def _seed_files(ctx: Context, template: str, stratum: str) -> list[tuple[int, Path]]:

@@ -18,6 +18,7 @@ def claim_vars():
     for t in KF_T7_TRIPLES:
         v[f"kf_t7_kf_{t[0].replace('/', '-')}"] = kf_plan.table7_kf_method(t)
         v[f"kf_t7_distral_{t[0].replace('/', '-')}"] = kf_plan.triple_name(t)
+    v.update((config.get("claims") or {}).get("vars") or {})  # a tier's own names (config/minatar.yaml)
     return " ".join(f"--var {_shlex.quote(f'{k}={val}')}" for k, val in v.items())
 
 

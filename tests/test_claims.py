@@ -229,3 +229,12 @@ def test_cli_writes_markdown_and_csv(tmp_path):
     assert df.loc[0, "verdict"] == "inconclusive" and df.loc[0, "n_seeds"] == 3
     text = md.read_text()
     assert "Claims scorecard (t tier)" in text and "| kf | **c**: KF beats the baseline |" in text
+
+
+def test_template_default_names_and_tier_overrides(tmp_path):
+    # '{name|default}': the paper's run name unless the tier renames the role (config/minatar.yaml claims.vars)
+    t = "runs/{tier}/knowledge_flow/{kf_two_teachers|kf_seaquest_riverraid}/{stratum}/seed{seed}/eval.json"
+    assert cl.Context(tmp_path, "d").fill(t, "Hero") == "runs/d/knowledge_flow/kf_seaquest_riverraid/Hero/seed{seed}/eval.json"
+    ctx = cl.Context(tmp_path, "m", {"kf_two_teachers": "kf_seaquest_spaceinvaders"})
+    assert ctx.fill(t, "MinAtar/Asterix") == ("runs/m/knowledge_flow/kf_seaquest_spaceinvaders/MinAtar/Asterix/"
+                                              "seed{seed}/eval.json")

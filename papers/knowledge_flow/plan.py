@@ -63,8 +63,10 @@ DISTRAL = "distral"
 
 
 def teacher_dir(config: dict, tier: str, game: str, kind: str = "expert", algo: str | None = None) -> str:
+    # the zoo's layout (a MinAtar game as one path component, 'MinAtar-Breakout'): the directory GAS's policy rules
+    # use too, so one teacher serves both papers
     t = config["teachers"]
-    return f"teachers/{tier}/{algo or t['algo']}/{game}/{kind}/seed{t.get('seed', 0)}"
+    return f"teachers/{tier}/{algo or t['algo']}/{game.replace('/', '-')}/{kind}/seed{t.get('seed', 0)}"
 
 
 def experiments(config: dict) -> dict:

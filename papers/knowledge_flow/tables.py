@@ -24,11 +24,18 @@ from common.report import comparison_table, load_reported, plot_curves, plot_fac
 from common.stats import curve_to_grid, summarise
 
 
+def run_files(root: Path, name: str) -> list[tuple[str, int, Path]]:
+    """(game, seed, file) of every <game>/seed<k>/<name> under root; a MinAtar game ('MinAtar/Breakout') is two
+    directories deep."""
+    found = sorted(root.glob(f"*/seed*/{name}")) + sorted(root.glob(f"MinAtar/*/seed*/{name}"))
+    return [(f.parent.parent.relative_to(root).as_posix(), int(f.parent.name.removeprefix("seed")), f) for f in found
+            if f.parent.name.removeprefix("seed").isdigit()]
+
+
 def collect(runs: Path, method: str, games=None, max_seeds: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All-seeds table (method, game, seed, score) from eval.json, and the curves on a common grid."""
     rows, curves = [], []
-    for ev in sorted(runs.glob("*/seed*/eval.json")):
-        game, seed = ev.parent.parent.name, int(ev.parent.name.removeprefix("seed"))
+    for game, seed, ev in run_files(runs, "eval.json"):
         if (games is not None and game not in games) or (max_seeds is not None and seed >= max_seeds):
             continue
         rows.append({"method": method, "game": game, "seed": seed, "score": read_json(ev)["mean"]})
@@ -76,9 +83,9 @@ def independence_table(runs: Path, methods: list[str]) -> pd.DataFrame:
     """
     rows = []
     for m in methods:
-        for f in sorted((runs / m).glob("*/seed*/final.json")):
+        for game, seed, f in run_files(runs / m, "final.json"):
             ind = read_json(f)["independence"]
-            rows.append({"method": m, "game": f.parent.parent.name, "seed": int(f.parent.name.removeprefix("seed")),
+            rows.append({"method": m, "game": game, "seed": seed,
                          **{f"1-pw {k}": v for k, v in ind.items() if k != "max"}, "max": ind["max"]})
     if not rows:
         return pd.DataFrame(columns=["method", "game", "runs", "mean max dependence", "worst run"])
@@ -94,7 +101,7 @@ def pw_curves(runs: Path, methods: list[str]) -> pd.DataFrame:
     """p_w of every candidate per student layer over training (train_stats.csv), long format."""
     parts = []
     for m in methods:
-        for f in sorted((runs / m).glob("*/seed*/train_stats.csv")):
+        for game, seed, f in run_files(runs / m, "train_stats.csv"):
             st = pd.read_csv(f)
             cols = [c for c in st.columns if c.startswith("pw/")]
             if not cols:
@@ -103,7 +110,7 @@ def pw_curves(runs: Path, methods: list[str]) -> pd.DataFrame:
             long[["_", "layer", "candidate"]] = long["key"].str.split("/", n=2, expand=True)
             # 't1.conv3' -> 'teacher 1': one colour per teacher across layers (order of config table2)
             long["candidate"] = long["candidate"].str.replace(r"^t(\d+)\..*$", r"teacher \1", regex=True)
-            long = long.assign(method=m, game=f.parent.parent.name, seed=int(f.parent.name.removeprefix("seed")))
+            long = long.assign(method=m, game=game, seed=seed)
             parts.append(long.drop(columns=["key", "_"]))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
