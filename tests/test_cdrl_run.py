@@ -196,3 +196,22 @@ def test_figure_caption_names_the_teachers_and_their_scores(tmp_path):
     assert teachers_line(runs, ["a3c_bowling"]) == ""
     (teacher / "eval.json").unlink()
     assert "(no eval.json)" in teachers_line(runs, ["kd_distill_bowling"])
+
+
+def test_runs_in_one_job_equal_alone(tmp_path):
+    """KD-distill students (LSTM net, teacher, alignment network) for three seeds in one process: each run's curve
+    and student are bit-for-bit those of the run trained alone; every run is evaluated."""
+    from papers.cdrl.train import main
+
+    run(RunArgs.from_dict({"method": "a3c", "a2c": {**MINATAR, "seed": 5}, "eval": EVAL}), tmp_path / "t")
+    runs = [{"method": "kd_distill", "a2c": {**MINATAR, "seed": s, "checkpoint_every": 160},
+             "ca3c": {"teachers": [str(tmp_path / "t")], "align_from": 80, "distill_from": 160, "align_width": 16},
+             "eval": EVAL} for s in (0, 1, 2)]
+    main(["--out", *(str(tmp_path / f"group{s}") for s in (0, 1, 2)), "--args", json.dumps(runs)])
+    for s, r in zip((0, 1, 2), runs):
+        run(RunArgs.from_dict(r), tmp_path / f"alone{s}")
+        g, a = tmp_path / f"group{s}", tmp_path / f"alone{s}"
+        pd.testing.assert_frame_equal(_curve(g), _curve(a))
+        wg, wa = load_policy(g / "model.pt").state_dict(), load_policy(a / "model.pt").state_dict()
+        assert all(torch.equal(wg[k], wa[k]) for k in wg)
+        assert json.loads((g / "eval.json").read_text())["mean"] == json.loads((a / "eval.json").read_text())["mean"]

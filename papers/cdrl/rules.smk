@@ -1,6 +1,7 @@
 # Collaborative Deep RL / cA3C (Lin, Wang & Zhou 2017): Figs. 3-6 and the last-100-episode table on Pong and
 # Bowling. Which runs and schedules: plan.py. Runs live in runs/<tier>/cdrl/<run>/seed<k>/, the experts
 # (teachers, offline-alignment data) in runs/<tier>/cdrl/expert_<game>/seed<expert seed>/.
+from common.pipeline import seed_groups
 from papers.cdrl import plan as cdrl_plan
 
 CD = config.get("cdrl") or {}  # a tier without a cdrl section (config/recorded/*) leaves cA3C out
@@ -57,31 +58,47 @@ rule cdrl_alignment:
         " --out $(dirname {output.alignment}) --args '{params.args}' 2> {log}"
 
 
-rule cdrl_train:
-    """One student or baseline run (plan.RUNS), trained and evaluated; collaborative_bowling (Fig. 6d) trains its
-    Pong source beside it (files under source/)."""
-    input:
-        lambda wc: cdrl_plan.teacher_inputs(config, TIER, wc.run),
-    output:
-        curve=f"{CD_RUNS}/{{run}}/seed{{seed}}/curve.csv",
-        model=f"{CD_RUNS}/{{run}}/seed{{seed}}/model.pt",
-        eval=f"{CD_RUNS}/{{run}}/seed{{seed}}/eval.json",
-    wildcard_constraints:
-        run="|".join(cdrl_plan.RUNS),
-    params:
-        args=lambda wc, threads: cdrl_plan.run_args(config, TIER, wc.run, wc.seed, threads,
-                                                    config.get("device", "auto")),
-    log:
-        f"logs/{TIER}/cdrl/{{run}}_seed{{seed}}.log",
-    benchmark:
-        f"benchmarks/{TIER}/cdrl/{{run}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_run", 1)
-    resources:
-        mem_mb=4000,
-        # minutes, at >= 200 steps/s; the collaborative run steps two learners
-        runtime=lambda wc: 30 + CD["a2c"]["total_steps"] * (2 if wc.run == "collaborative_bowling" else 1) // 12_000,
-    shell:
-        "{PY} -m papers.cdrl.train --out $(dirname {output.curve}) --args '{params.args}' 2> {log}"
+def _cdrl_train_args(seeds):
+    """The --args of a job training `seeds` of one run (one seed: a mapping; several: the list the runner takes)."""
+    def args(wildcards, threads):
+        device = config.get("device", "auto")
+        runs = [cdrl_plan.run_args(config, TIER, wildcards.run, s, threads, device) for s in seeds]
+        return runs[0] if len(runs) == 1 else "[" + ", ".join(runs) + "]"
+    return args
+
+
+# One job per group of `runs_per_job` seeds (default 1), as papers/knowledge_flow/rules.smk.
+for _seeds in seed_groups(int(CD.get("seeds", 0)), config.get("runs_per_job", 1)):
+    _name = f"seed{_seeds[0]}" if len(_seeds) == 1 else f"seeds{_seeds[0]}-{_seeds[-1]}"
+    rule:
+        """One student or baseline run (plan.RUNS) per seed of the group, trained and evaluated; collaborative_bowling
+        (Fig. 6d) trains its Pong source beside it (files under source/)."""
+        name: f"cdrl_train_{_name}".replace("-", "_")
+        input:
+            lambda wc: cdrl_plan.teacher_inputs(config, TIER, wc.run),
+        output:
+            curve=[f"{CD_RUNS}/{{run}}/seed{s}/curve.csv" for s in _seeds],
+            model=[f"{CD_RUNS}/{{run}}/seed{s}/model.pt" for s in _seeds],
+            eval=[f"{CD_RUNS}/{{run}}/seed{s}/eval.json" for s in _seeds],
+        wildcard_constraints:
+            run="|".join(cdrl_plan.RUNS),
+        params:
+            args=_cdrl_train_args(_seeds),
+        log:
+            f"logs/{TIER}/cdrl/{{run}}_{_name}.log",
+        benchmark:
+            f"benchmarks/{TIER}/cdrl/{{run}}_{_name}.tsv"
+        threads: config.get("threads_per_run", 1)
+        resources:
+            mem_mb=4000 * len(_seeds),
+            # minutes, at >= 200 steps/s per run; the collaborative run steps two learners
+            runtime=lambda wc, _n=len(_seeds): 30 + _n * CD["a2c"]["total_steps"] * (
+                2 if wc.run == "collaborative_bowling" else 1) // 12_000,
+            gpu=int(config.get("device", "auto") == "cuda"),
+        shell:
+            "{PY} -m papers.cdrl.train --out " + " ".join(f"{CD_RUNS}/{{wildcards.run}}/seed{s}" for s in _seeds) +
+            " --args '{params.args}'" + (f" --batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "") +
+            " 2> {log}"
 
 
 rule cdrl_figure:

@@ -41,8 +41,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.a2c import A2CArgs, train
-from common.cli import out_args_main
+from common.a2c import A2CArgs, RunSpec, train, train_many
+from common.cli import parse_mapping
 from common.envs import dataclass_from_dict, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import resolve_device, seed_everything, write_json
@@ -207,35 +207,82 @@ def build(run_args: RunArgs, env):
                            "distill_head": hook.head, "online_alignment": hook.online_alignment}
 
 
+def _prepare(run_args: RunArgs, out_dir, env):
+    """Seed, build and describe one (non-collaborative) run; returns (A2CArgs, student, hook)."""
+    a2c = A2CArgs.from_dict(run_args.a2c_args())
+    seed_everything(a2c.seed)  # the student's initialisation is part of the seeded run
+    student, hook, info = build(run_args, env)
+    print(f"[{a2c.game} seed {a2c.seed}] cdrl {run_args.method}: {info}", file=sys.stderr, flush=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").unlink(missing_ok=True)  # a rerun never leaves a stale evaluation behind
+    write_json(out / "run.json", {**asdict(run_args), "a2c_resolved": asdict(a2c), **info})
+    return a2c, student, hook
+
+
+def _evaluate(run_args: RunArgs, out_dir) -> float:
+    from common.a2c import load_policy
+
+    out, a2c = Path(out_dir), A2CArgs.from_dict(run_args.a2c_args())
+    ev = evaluate(load_policy(out / "model.pt"), a2c.game, EvalProtocol.from_dict(run_args.eval_args()), seed=a2c.seed)
+    ev.update(policy=str(out / "model.pt"), method=run_args.method)
+    write_json(out / "eval.json", ev)
+    print(f"[{a2c.game} seed {a2c.seed}] eval: {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} games",
+          file=sys.stderr, flush=True)
+    return ev["mean"]
+
+
 def run(run_args: RunArgs, out_dir) -> dict:
     if run_args.method == "collaborative":
         from papers.cdrl.collaborative import run as run_collaborative
 
         return run_collaborative(run_args, out_dir)
-    out = Path(out_dir)
     a2c = A2CArgs.from_dict(run_args.a2c_args())
-    seed_everything(a2c.seed)  # the student's initialisation is part of the seeded run
     env = make_vec_env(a2c.game, a2c.num_envs, a2c.protocol, num_threads=a2c.env_threads)
-    student, hook, info = build(run_args, env)
-    print(f"[{a2c.game} seed {a2c.seed}] cdrl {run_args.method}: {info}", file=sys.stderr, flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").unlink(missing_ok=True)  # a rerun never leaves a stale evaluation behind
-    write_json(out / "run.json", {**asdict(run_args), "a2c_resolved": asdict(a2c), **info})
-    result = train(a2c, out, agent=student, hook=hook, env=env)
+    a2c, student, hook = _prepare(run_args, out_dir, env)
+    result = train(a2c, out_dir, agent=student, hook=hook, env=env)
     if "stopped_at_update" in result:
         return result
-    protocol = EvalProtocol.from_dict(run_args.eval_args())
-    from common.a2c import load_policy
-
-    ev = evaluate(load_policy(out / "model.pt"), a2c.game, protocol, seed=a2c.seed)
-    ev.update(policy=str(out / "model.pt"), method=run_args.method)
-    write_json(out / "eval.json", ev)
-    print(f"[{a2c.game} seed {a2c.seed}] eval: {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} games",
-          file=sys.stderr, flush=True)
-    return {**result, "eval_mean": ev["mean"]}
+    return {**result, "eval_mean": _evaluate(run_args, out_dir)}
 
 
-main = out_args_main("Train one cA3C run (or the A3C baseline) and evaluate it.", RunArgs.from_dict, run)
+def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None, batch: str = "loop") -> list:
+    """The runs (the seeds of one cell) in one process with the multi-run learner, then each run's evaluation.
+    Collaborative runs (two learners of two games in lock-step) train one after another."""
+    if len(runs) != len(out_dirs):
+        raise ValueError(f"{len(out_dirs)} run directories for {len(runs)} runs: give one --out per run")
+    if any(r.method == "collaborative" for r in runs):
+        return [run(r, o) for r, o in zip(runs, out_dirs)]
+    by_out = {str(Path(o)): r for r, o in zip(runs, out_dirs)}
+
+    def spec(a2c, out, env):
+        _, student, hook = _prepare(by_out[str(Path(out))], out, env)
+        return RunSpec(a2c, out, student, hook)
+
+    todo = [(r, o) for r, o in zip(runs, out_dirs) if not (Path(o) / "eval.json").exists()]
+    result = train_many(spec, [(A2CArgs.from_dict(r.a2c_args()), o) for r, o in todo], stop_after_updates,
+                        batch=batch)
+    if any("stopped_at_update" in x for group in result for x in ([group] if isinstance(group, dict) else group)):
+        return result
+    return [_evaluate(r, o) for r, o in todo]
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Train cA3C runs (or the A3C baseline) and evaluate them.")
+    ap.add_argument("--out", required=True, nargs="+", help="run directory (one per run)")
+    ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON, or a list of them (one per --out)")
+    ap.add_argument("--batch", default="loop", choices=("loop", "stacked", "auto"),
+                    help="several runs: how they compute (common/multirun.py; loop = bit-for-bit as alone)")
+    a = ap.parse_args(argv)
+    if a.args.lstrip().startswith("["):
+        import json
+
+        return run_many([RunArgs.from_dict(d) for d in json.loads(a.args)], a.out, batch=a.batch)
+    if len(a.out) != 1:
+        raise ValueError(f"{len(a.out)} run directories for one run: give --args a list of runs")
+    return run(RunArgs.from_dict(parse_mapping(a.args)), a.out[0])
 
 
 if __name__ == "__main__":
