@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_path, read_json
-from common.report import comparison_table, load_reported, plot_curves, plot_facets, to_markdown
+from common.report import comparison_table, git_commit, load_reported, plot_curves, plot_facets, to_markdown
 from common.stats import curve_to_grid, summarise
 
 
@@ -30,6 +30,33 @@ def run_files(root: Path, name: str) -> list[tuple[str, int, Path]]:
     found = sorted(root.glob(f"*/seed*/{name}")) + sorted(root.glob(f"MinAtar/*/seed*/{name}"))
     return [(f.parent.parent.relative_to(root).as_posix(), int(f.parent.name.removeprefix("seed")), f) for f in found
             if f.parent.name.removeprefix("seed").isdigit()]
+
+
+FEW_SEEDS = 5
+"""below this many seeds per cell the all-seeds columns are no IQM and no 95% interval (caption says so)"""
+
+
+def provenance(run_dirs: list[Path], n_seeds: int) -> str:
+    """The end of every caption: budget, seeds, evaluation protocol and commit, read from the runs themselves,
+    and what the all-seeds columns mean with fewer than FEW_SEEDS seeds."""
+    found = [f for d in run_dirs if d.exists() for _, _, f in run_files(d, "eval.json")]
+    parts = []
+    if found:
+        cfg_path = found[0].parent / "config.json"
+        steps = read_json(cfg_path).get("a2c", {}).get("total_steps") if cfg_path.exists() else None
+        p = read_json(found[0]).get("protocol", {})
+        if steps:
+            parts.append(f"Budget: {int(steps):,} env steps per run (paper: 40M).")
+        if p:
+            parts.append(f"Evaluation: {p.get('episodes')} whole games per seed, up to {p.get('noop_max')} no-op starts, "
+                         f"{p.get('policy')} policy, frame cap {p.get('max_frames'):,}, raw game score.")
+    parts.append(f"Seeds: {n_seeds} per cell. Commit {git_commit()}.")
+    if n_seeds < FEW_SEEDS:
+        parts.append(f"With {n_seeds} < {FEW_SEEDS} seeds, ours_iqm is the plain mean of the seeds and ours_iqm_ci their "
+                     "[min, max] (a 25%-trimmed mean of so few values trims nothing, and their bootstrap cannot leave "
+                     "their range): not a 95% interval; read the seeds' spread, and the claims scorecard "
+                     "(results/<tier>/claims.md) gives no verdict beyond inconclusive.")
+    return " " + " ".join(parts)
 
 
 def collect(runs: Path, method: str, games=None, max_seeds: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -62,7 +89,8 @@ def baseline(a) -> None:
     caption = (f"Knowledge Flow Table 2, A3C columns: paper vs ours ({a.tier} tier). ours_topk = mean of the top "
                f"{a.top_k} of {n} seeds (paper protocol: top 3 of 25); ours_iqm = all-seeds interquartile mean "
                f"with its 95% stratified-bootstrap interval. 'A3C baseline' is the authors' own implementation, "
-               f"'A3C' the numbers of Mnih et al. 2016; ratio = ours_topk / paper.")
+               f"'A3C' the numbers of Mnih et al. 2016 (human starts, not our no-op protocol); ratio = ours_topk / "
+               f"paper." + provenance([Path(a.runs)], n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     per_game = curves.assign(group=curves.game)
@@ -137,7 +165,10 @@ def table2(a) -> None:
                "stratified-bootstrap interval; ratio = ours_topk / paper. Teachers are experts of their own games, "
                "as the paper's table prints them (config knowledge_flow.table2); 'A3C' is Mnih et al. 2016's "
                "number, compared with our A3C baseline. The evaluated student is the exported independent network "
-               "(no teacher, Q or w); see independence.md for how far each run ended from p_w(student) = 1.")
+               "(no teacher, Q or w); see independence.md for how far each run ended from p_w(student) = 1. 'A3C' "
+               "(Mnih et al.) is a human-start score, not on our no-op protocol. The curves (table2_curves.png) are "
+               "training returns of the net being trained: for Knowledge Flow the mixed net, teachers included, "
+               "not the exported student the table scores." + provenance([runs / m for m in a.methods], n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     ind = independence_table(runs, [m for m in a.methods if m.startswith("kf")])
@@ -146,7 +177,8 @@ def table2(a) -> None:
         tmp.write_text(to_markdown(ind, f"Remaining teacher dependence 1 - p_w(student) at the end of training "
                                         f"({a.tier} tier): per layer mean over seeds, the mean of each run's worst "
                                         "layer, and the worst run. 0 = fully independent student."))
-    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 2 / Fig. 3, 6: all seeds, mean and 95% CI ({a.tier} tier)",
+    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 2 / Fig. 3, 6: training return (KF: mixed net), all seeds, "
+                                   f"mean and 95% CI ({a.tier} tier, commit {git_commit()})",
                 facet="game", hue="method")
     pw = pw_curves(runs, [m for m in a.methods if m.startswith("kf")])
     if pw.empty:  # a tier with the baseline only (e.g. config/recorded/foundation-2core.yaml)
@@ -188,7 +220,9 @@ def experiment(a) -> None:
         table.to_csv(tmp, index=False)
     caption = (f"Knowledge Flow {table_name} ({a.name}): {what}, {a.tier} tier. ours_topk = mean of the top {a.top_k} "
                f"of {n} seeds; ours_iqm = all-seeds IQM with its 95% stratified-bootstrap interval; ratio = "
-               "ours_topk / paper. Paper numbers of the ablation figures are the final rewards quoted in the text.")
+               "ours_topk / paper. Paper numbers of the ablation figures are the final rewards quoted in the text. "
+               "Curves: training returns of the net being trained (Knowledge Flow: the mixed net, teachers included)."
+               + provenance([runs / m for m in methods], n))
     ind = independence_table(runs, [m for m in methods if m.startswith("kf")])
     ind = ind[ind["game"].isin(spec["games"])]
     ind["method"] = ind["method"].map(lambda m: names.get(m, m))
@@ -243,7 +277,8 @@ def table7(a) -> None:
                "is the 'Distral m0' rows (the paper gives no number). Ours = Knowledge Flow on task 1 with the experts "
                "of tasks 2 and 3 as teachers (the run kf_<task2>_<task3>), on its game's minimal action set. "
                f"ours_topk = mean of the top {a.top_k} of {n} seeds (paper protocol: top 3 of 25); ours_iqm = "
-               "all-seeds IQM with its 95% stratified-bootstrap interval; ratio = ours_topk / paper.")
+               "all-seeds IQM with its 95% stratified-bootstrap interval; ratio = ours_topk / paper."
+               + provenance([runs / table7_kf_method(t) for t in spec["triples"]], n))
     cells = {(table7_kf_method(t), t[0]) for t in spec["triples"]}
     ind = independence_table(runs, sorted({m for m, _ in cells}))
     ind = ind[[(m, g) in cells for m, g in zip(ind["method"], ind["game"])]]
