@@ -34,10 +34,33 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_path, read_json
-from common.report import comparison_table, load_reported, plot_facets, save_figure, to_markdown
+from common.report import comparison_table, git_commit, load_reported, plot_facets, save_figure, to_markdown
 from common.stats import summarise
 
 X_LABEL = "mini-batch updates per game"
+FEW_SEEDS = 5
+"""below this many seeds the all-seeds columns are no IQM and no 95% interval (the captions say so)"""
+
+
+def provenance(runs_root: Path, runs, n_seeds: int, iqm_cols: str | None = "ours_final_iqm [CI]") -> str:
+    """The end of a caption: budget, evaluation protocol, seeds and commit, read from the first run found, and
+    what the all-seeds columns mean with fewer than FEW_SEEDS seeds."""
+    parts = []
+    for run in dict.fromkeys(runs):
+        cfgs = sorted((runs_root / run).glob("seed*/config.json"))
+        if cfgs:
+            args = read_json(cfgs[0]).get("hpr_distillation", {})
+            ev = args.get("eval", {})
+            parts.append(f"Budget: {int(args.get('total_steps', 0)):,} steps per game per run (paper: up to 4M), "
+                         f"evaluation every {args.get('eval_every')} updates for {ev.get('steps')} control steps at "
+                         f"epsilon {ev.get('epsilon')}.")
+            break
+    parts.append(f"Seeds: {n_seeds}. Commit {git_commit()}.")
+    if iqm_cols and n_seeds < FEW_SEEDS:
+        parts.append(f"With {n_seeds} < {FEW_SEEDS} seeds, {iqm_cols} is the plain mean of the seeds and their "
+                     "[min, max] (a 25%-trimmed mean of so few values trims nothing, and their bootstrap cannot leave "
+                     "their range): not a 95% interval.")
+    return " " + " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ reading runs
@@ -182,7 +205,8 @@ def table1(a) -> None:
                "the best network, three seeds averaged); ours_final_iqm [CI] = all-seeds IQM of the final evaluation "
                "with its 95% stratified-bootstrap interval; ratio = ours / paper. n/a: the teacher scored <= 0, or no "
                f"completed game. Geometric Mean: over the {len(spec['games'])} game(s) this tier runs (the paper: 10), "
-               "n/a unless every game's % is positive.")
+               "n/a unless every game's % is positive (the paper's 'Geometric Mean' row is the arithmetic mean of its "
+               "column)." + provenance(runs_root, arch_runs.values(), n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     fig3 = [g for g in spec.get("fig3_games") or spec["games"] if g in spec["games"]]
@@ -253,10 +277,14 @@ def sampling(a) -> None:
                "reach_per_seed for every seed (all-seeds view). "
                + ("Paper (text after Fig. 4): H-PR needs ~50% of Uniform's steps to score over 300 on Breakout and "
                   "4,000 on Q*bert (paper_ratio). " if a.name == "fig4" else "")
-               + "Thresholds below the paper's are the tier's own (config hpr_distillation.fig4.thresholds).")
+               + "Thresholds below the paper's are the tier's own (config hpr_distillation.fig4.thresholds); the "
+               "paper's 300 and 4,000 are 97% and 99% of its teachers' 309 and 4,033, and a threshold that every "
+               "sampler passes at its first evaluation cannot separate them (a floor effect)."
+               + provenance(Path(a.runs), spec["runs"].values(), n, None))
     cap_fin = (f"Scores ({a.tier} tier): best_mean = mean over seeds of each seed's best evaluation (the paper's "
                "protocol); final_mean and final_iqm [final_iqm_low, final_iqm_high] = the final evaluation, mean and "
-               "all-seeds IQM with its 95% stratified-bootstrap interval. The paper gives curves only.")
+               "all-seeds IQM with its 95% stratified-bootstrap interval. The paper gives curves only."
+               + provenance(Path(a.runs), spec["runs"].values(), n, "final_iqm [final_iqm_low, final_iqm_high]"))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text((to_markdown(thr, cap_thr) + "\n" if len(thr) else "") + to_markdown(final, cap_fin))
     plot_facets(curves.rename(columns={"label": "sampler"}), a.out_fig,
