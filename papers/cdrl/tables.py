@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import load_reported, plot_facets, save_figure, to_markdown
+from common.report import git_commit, load_reported, plot_facets, save_figure, to_markdown
 from common.stats import curve_to_grid, iqm_ci_single
 from papers.cdrl.plan import FIGURES, LABELS, RUNS
 
@@ -115,6 +115,30 @@ def teachers_line(runs: Path, run_names) -> str:
             if parts else "")
 
 
+FEW_SEEDS = 5
+RANDOM_SCORE = {"Bowling": 23.1, "Pong": -20.7}
+"""a uniformly random policy's score (Mnih et al. 2015's random agent, 30 no-op starts): reference, not measured here"""
+
+
+def provenance(runs: Path, run_names, n_seeds: int) -> str:
+    """The end of a figure caption: budget, seeds, commit, random-policy reference, and what the eval interval
+    means with fewer than FEW_SEEDS seeds."""
+    parts = []
+    for run in run_names:
+        cfgs = sorted((runs / run).glob("seed*/config.json"))
+        if cfgs:
+            parts.append(f"Budget: {int(read_json(cfgs[0])['a2c']['total_steps']):,} env steps per run (paper: 20M+).")
+            break
+    parts.append(f"Seeds: up to {n_seeds} per run. Commit {git_commit()}. Random policy (Mnih et al. 2015, not "
+                 "measured here): " + ", ".join(f"{g} {v:g}" for g, v in RANDOM_SCORE.items())
+                 + "; a score near it is chance, not learning.")
+    if n_seeds < FEW_SEEDS:
+        parts.append(f"With {n_seeds} < {FEW_SEEDS} seeds, eval_iqm is the plain mean of the seeds and [eval_low, "
+                     "eval_high] their [min, max] (a 25%-trimmed mean of so few values trims nothing): not a 95% "
+                     "interval.")
+    return " " + " ".join(parts)
+
+
 def figure(a) -> None:
     """One of Figs. 3, 4, 6: all-seeds curves of its runs, and a table of last-100 and eval scores."""
     spec, runs = FIGURES[a.fig], Path(a.runs)
@@ -145,7 +169,8 @@ def figure(a) -> None:
                "sd over seeds; eval = the policy alone (eval.json), all-seeds IQM with its 95% bootstrap interval. "
                "The paper gives curves only for this figure (no numbers to compare"
                + ("; 6d's Sec. 5.4 last-100 numbers are in last100.md" if a.fig == "fig6" else "") + ")."
-               + teachers_line(runs, spec["runs"]))
+               + teachers_line(runs, spec["runs"])
+               + provenance(runs, spec["runs"], int(table["seeds"].max()) if len(table) else 0))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     if not curves:
