@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import NOT_RUN, load_reported, save_figure, to_markdown
+from common.report import NOT_RUN, git_commit, load_reported, save_figure, to_markdown
 
 TABLE = "Image classification"
 METHOD_LABELS = {
@@ -227,6 +227,13 @@ def plot_policy(table: pd.DataFrame, path, title: str):
 
 
 # ------------------------------------------------------------------------------------------------ markdown
+def _seeds_commit(table: pd.DataFrame) -> str:
+    """'Seeds: n (mean and std over seeds; no interval below 5). Commit <hash>.' for a caption's end."""
+    n = sorted({int(v) for v in table.get("n_seeds", pd.Series(dtype=float)).dropna() if v > 0})
+    return (f"Seeds: {'/'.join(map(str, n)) or 'none'} per method (mean and std over seeds; no interval is shown, "
+            f"and below 5 seeds none would be one). Commit {git_commit()}.")
+
+
 def images_markdown(table: pd.DataFrame, tier: str, plan: dict) -> str:
     n = sorted(set(table.loc[(table["n_seeds"] > 0) & (table["method"] != "teacher"), "n_seeds"]))
     steps = sorted({int(v) for v in table["student_steps"].dropna()})
@@ -235,7 +242,8 @@ def images_markdown(table: pd.DataFrame, tier: str, plan: dict) -> str:
            f"paper's own numbers are not public), at their full budgets; ours = mean, std, median, min over "
            f"{'/'.join(map(str, n)) or 'no'} seed(s) (all seeds), ours_best = the best seed (top-1 view); "
            f"ratio = ours_mean / published. Budget: {', '.join(map(str, steps)) or 'n/a'} student steps per method. "
-           "The digits row is an offline stand-in (scikit-learn's 8x8 digits at 32x32) with no published number.")
+           "The digits row is an offline stand-in (scikit-learn's 8x8 digits at 32x32) with no published number. "
+           f"Commit {git_commit()}.")
     return to_markdown(table, cap)
 
 
@@ -246,7 +254,7 @@ def modes_markdown(table: pd.DataFrame, tier: str) -> str:
                               "has two modes; per-mode student test accuracy (%) = share of the test images of digit "
                               "d put in class d mod 5, mean over seeds. A generator that collapses to one prototype "
                               "per class leaves the other mode low; worst_mode = the lowest mode, modes_recovered = "
-                              "modes at >= 50%.")
+                              f"modes at >= 50%. {_seeds_commit(table)}")
 
 
 def policy_markdown(table: pd.DataFrame, tier: str) -> str:
@@ -257,7 +265,8 @@ def policy_markdown(table: pd.DataFrame, tier: str) -> str:
                               "Gaussian-noise frames (lower bound) and from real teacher rollouts (KD on real data: "
                               "the simulator-based upper bound), next to the teacher and a uniformly random policy. "
                               "agreement = % of held-out real states where the student's most likely action is the "
-                              "teacher's; normalised = (score - random) / (teacher - random).")
+                              "teacher's; normalised = (score - random) / (teacher - random). "
+                              + _seeds_commit(table[~table["method"].isin(["teacher", "random policy"])]))
 
 
 def _write(df: pd.DataFrame, md: str, out_csv, out_md):
