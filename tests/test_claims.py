@@ -238,3 +238,15 @@ def test_template_default_names_and_tier_overrides(tmp_path):
     ctx = cl.Context(tmp_path, "m", {"kf_two_teachers": "kf_seaquest_spaceinvaders"})
     assert ctx.fill(t, "MinAtar/Asterix") == ("runs/m/knowledge_flow/kf_seaquest_spaceinvaders/MinAtar/Asterix/"
                                               "seed{seed}/eval.json")
+
+
+def test_report_opens_with_the_scorecard(tmp_path):
+    from common import build_report
+
+    card = tmp_path / "claims.md"
+    card.write_text("**Claims scorecard (t tier).**\n")
+    out = tmp_path / "report/index.md"
+    build_report.main(["--tier", "t", "--out", str(out), "--sections", "[]", "--claims", str(card),
+                       "--config", '{"teachers": {"algo": "ppo", "steps": {"expert": 1}}}'])
+    sections = [line for line in out.read_text().splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Claims scorecard" and "**Claims scorecard (t tier).**" in out.read_text()
