@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
-from common.multirun import check_memory, make_engine
+from common.multirun import make_engine
 from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
 from common.nets import make_net
 
@@ -345,7 +345,7 @@ class RunSpec:
 
 
 # fields every run of one Learner must share: they fix the one vector env and the one update schedule
-SHARED_FIELDS = ("game", "net", "protocol", "num_envs", "n_steps", "total_steps", "checkpoint_every", "device")
+SHARED_FIELDS = ("game", "protocol", "num_envs", "n_steps", "total_steps", "checkpoint_every", "device")
 
 
 def check_group(args_list: list[A2CArgs], what: str = "runs trained in one job") -> None:
@@ -615,10 +615,6 @@ class Learner:
         self.K = K = len(specs)
         torch.set_num_threads(max(a.torch_threads for a in args_list))
         self.device = device = resolve_device(a0.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device '{a0.device}' asked for, but torch sees no GPU (torch.cuda.is_available() is "
-                               f"False; torch {torch.__version__}): set device: auto or cpu, or install a CUDA build "
-                               "of torch")
         if K == 1:
             seed_everything(a0.seed)
         self.T, self.N = T, N = a0.n_steps, a0.num_envs
@@ -637,8 +633,6 @@ class Learner:
         for s in specs:
             write_json(Path(s.out_dir) / "config.json", {"a2c": asdict(s.args), "n_updates": self.n_updates})
             self.runs.append(_Run(s, env, device, T, N, own_checkpoint))
-        if K > 1:
-            check_memory(self.runs, env.obs_shape, T, N, device)
         starts = {r.start_update for r in self.runs}
         if len(starts) > 1:
             raise ValueError("runs of one Learner must resume from the same update, got "
