@@ -38,7 +38,9 @@ Metrics (an arm's ``source``), each giving per stratum one value per seed:
 * ``csv_rows``: one CSV for all seeds (GAS's results.csv): rows with ``method``, value ``column`` (or every
   column matching the glob ``columns``, reduced per row with ``reduce``);
 * ``curve``: a per-seed CSV curve (``x``, ``y``, optional ``filter: {column: value}``) reduced by ``stat``:
-  ``last_mean`` (mean of the last ``window`` rows), ``max``, or ``steps_to_threshold`` (the first x where the
+  ``last_mean`` (mean of the last ``window`` rows), ``max``, ``plateau`` (how much the curve still rises: mean of
+  the last ``fraction`` (0.1) of training against the ``fraction`` before it, relative; the "converged"
+  precondition), or ``steps_to_threshold`` (the first x where the
   mean of the last ``window`` rows reaches the threshold: ``threshold: {value: v}``, ``{values: {stratum: v}}``
   or ``{fraction: f, of: <arm>}``; a seed that never reaches it counts as its last x, a lower bound, and the
   claim says how many were censored);
@@ -80,7 +82,7 @@ CLAIM_KEYS = {"id", "claim", "quote", "where", "paper_evidence", "paper_effect",
 COMPARISON_KEYS = {"treatment", "control", "scale", "strata", "effect", "direction", "margin", "tolerance",
                    "aggregate", "metric"}
 ARM_KEYS = {"source", "path", "key", "reduce", "method", "column", "columns", "x", "y", "filter", "stat", "window",
-            "threshold", "values", "fixed", "label"}
+            "threshold", "values", "fixed", "label", "fraction"}
 PRECONDITION_KEYS = {"name", "arm", "op", "bound", "reduce"}
 
 
@@ -310,6 +312,14 @@ def curve_stat(ctx: Context, arm: dict, stratum: str, curve: pd.DataFrame) -> fl
         return float(np.nanmean(y[-window:]))
     if stat == "max":
         return float(np.nanmax(y))
+    if stat == "plateau":
+        # still rising? (mean of the last fraction f of training - mean of the f before it) / |mean before|
+        f = float(arm.get("fraction", 0.1))
+        end = x[-1]
+        last, prev = y[x > end * (1 - f)], y[(x > end * (1 - 2 * f)) & (x <= end * (1 - f))]
+        if last.size == 0 or prev.size == 0 or np.nanmean(prev) == 0:
+            return float("nan")
+        return float((np.nanmean(last) - np.nanmean(prev)) / abs(np.nanmean(prev)))
     if stat == "steps_to_threshold":
         thr = threshold_value(ctx, arm, stratum)
         if not math.isfinite(thr):
@@ -318,7 +328,7 @@ def curve_stat(ctx: Context, arm: dict, stratum: str, curve: pd.DataFrame) -> fl
         hit = np.flatnonzero(smooth >= thr)
         # never reached: the last x, a lower bound (counted as censored by the caller)
         return float(x[hit[0]]) if hit.size else float(x[-1]) + 0.0
-    raise ClaimsError(f"curve stat must be last_mean, max or steps_to_threshold; got {stat}")
+    raise ClaimsError(f"curve stat must be last_mean, max, plateau or steps_to_threshold; got {stat}")
 
 
 def censored(ctx: Context, arm: dict, stratum: str) -> tuple[int, int]:

@@ -250,3 +250,16 @@ def test_report_opens_with_the_scorecard(tmp_path):
                        "--config", '{"teachers": {"algo": "ppo", "steps": {"expert": 1}}}'])
     sections = [line for line in out.read_text().splitlines() if line.startswith("## ")]
     assert sections[0] == "## Claims scorecard" and "**Claims scorecard (t tier).**" in out.read_text()
+
+
+def test_plateau_measures_how_much_a_curve_still_rises(tmp_path):
+    # x 1..10, f = 0.2: last = x in (8, 10] -> y 9, 10 (mean 9.5); before = x in (6, 8] -> y 7, 8 (mean 7.5):
+    # (9.5 - 7.5) / 7.5 = 0.2667, still rising; a flat curve gives 0
+    p = tmp_path / "runs/t/r/seed0/curve.csv"
+    p.parent.mkdir(parents=True)
+    pd.DataFrame({"env_steps": range(1, 11), "episode_return": range(1, 11)}).to_csv(p, index=False)
+    arm = {"source": "curve", "path": "runs/{tier}/r/seed{seed}/curve.csv", "y": "episode_return", "stat": "plateau",
+           "fraction": 0.2}
+    assert cl.arm_values(cl.Context(tmp_path, "t"), arm, "G")[0] == pytest.approx(2 / 7.5)
+    pd.DataFrame({"env_steps": range(1, 11), "episode_return": [5.0] * 10}).to_csv(p, index=False)
+    assert cl.arm_values(cl.Context(tmp_path, "t"), arm, "G").tolist() == [0.0]
