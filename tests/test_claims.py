@@ -263,3 +263,26 @@ def test_plateau_measures_how_much_a_curve_still_rises(tmp_path):
     assert cl.arm_values(cl.Context(tmp_path, "t"), arm, "G")[0] == pytest.approx(2 / 7.5)
     pd.DataFrame({"env_steps": range(1, 11), "episode_return": [5.0] * 10}).to_csv(p, index=False)
     assert cl.arm_values(cl.Context(tmp_path, "t"), arm, "G").tolist() == [0.0]
+
+
+PAPER_TEXTS = {"knowledge_flow": "knowledge_flow.txt", "hpr_distillation": "hpr_distillation.md", "cdrl": "cdrl.md",
+               "gan_simulator": "gan_simulator_abstract.txt"}
+
+
+@pytest.mark.parametrize("paper", sorted(PAPER_TEXTS))
+def test_quotes_are_verbatim_where_the_paper_texts_are(paper):
+    # the papers' texts are not in the repository: set KT_PAPERS_DIR to a directory holding them to run this check
+    import os
+    import re
+
+    text = Path(os.environ.get("KT_PAPERS_DIR", "/work/shared/papers")) / PAPER_TEXTS[paper]
+    if not text.exists():
+        pytest.skip(f"paper text {text} not available")
+
+    def norm(s):  # markdown emphasis and TeX markers of the text extractions, and line breaks, removed
+        return re.sub(r"\s+", " ", re.sub(r"[*_$\\]", "", s)).replace(" ,", ",").strip()
+
+    body = norm(text.read_text())
+    missing = [c["id"] for c in cl.load_claims(REPO / f"papers/{paper}/claims.yaml")["claims"]
+               if norm(c["quote"]) not in body]
+    assert not missing
