@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
-from common.multirun import make_engine
+from common.multirun import check_memory, make_engine
 from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
 from common.nets import make_net
 
@@ -345,7 +345,7 @@ class RunSpec:
 
 
 # fields every run of one Learner must share: they fix the one vector env and the one update schedule
-SHARED_FIELDS = ("game", "protocol", "num_envs", "n_steps", "total_steps", "checkpoint_every", "device")
+SHARED_FIELDS = ("game", "net", "protocol", "num_envs", "n_steps", "total_steps", "checkpoint_every", "device")
 
 
 def check_group(args_list: list[A2CArgs], what: str = "runs trained in one job") -> None:
@@ -356,6 +356,12 @@ def check_group(args_list: list[A2CArgs], what: str = "runs trained in one job")
             per_run = ", ".join(f"seed {a.seed}: {getattr(a, name)!r}" for a in args_list)
             raise ValueError(f"{what} must agree on '{name}' (they share one vector env and one update schedule), "
                              f"got {per_run}. Train runs that differ in '{name}' in separate jobs.")
+
+
+def sample_actions(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One action per row of `probs` ([N, A]) from a run's own generator (torch.multinomial; cheaper than
+    Categorical). The one place the learners sample actions (tests replace it to play fixed actions)."""
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def sampler_seed(seed: int) -> int:
@@ -456,7 +462,7 @@ class _Run:
         self.start_buf[t] = self.starts
         out = self.agent(self.obs.to(device), self.state, self.starts.to(device))
         self.state = out.state
-        a = torch.multinomial(F.softmax(out.logits, -1), 1, generator=self.sampler).squeeze(-1)
+        a = sample_actions(F.softmax(out.logits, -1), self.sampler)
         self.val_dev[t] = out.value  # copied to val_buf once per rollout
         if self.shapes_rewards:
             self.logp_dev[t] = F.log_softmax(out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
@@ -615,6 +621,10 @@ class Learner:
         self.K = K = len(specs)
         torch.set_num_threads(max(a.torch_threads for a in args_list))
         self.device = device = resolve_device(a0.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device '{a0.device}' asked for, but torch sees no GPU (torch.cuda.is_available() is "
+                               f"False; torch {torch.__version__}): set device: auto or cpu, or install a CUDA build "
+                               "of torch")
         if K == 1:
             seed_everything(a0.seed)
         self.T, self.N = T, N = a0.n_steps, a0.num_envs
@@ -633,6 +643,8 @@ class Learner:
         for s in specs:
             write_json(Path(s.out_dir) / "config.json", {"a2c": asdict(s.args), "n_updates": self.n_updates})
             self.runs.append(_Run(s, env, device, T, N, own_checkpoint))
+        if K > 1:
+            check_memory(self.runs, env.obs_shape, T, N, device)
         starts = {r.start_update for r in self.runs}
         if len(starts) > 1:
             raise ValueError("runs of one Learner must resume from the same update, got "

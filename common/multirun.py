@@ -162,6 +162,8 @@ class StackedEngine:
         return ({n: v[k] for n, v in self.params.items()}, {n: v[k] for n, v in self.buffers.items()})
 
     def act(self, t: int) -> list[torch.Tensor]:
+        from common.a2c import sample_actions
+
         runs = self.runs
         for r in runs:
             r.obs_buf[t] = r.obs
@@ -171,7 +173,7 @@ class StackedEngine:
         probs = F.softmax(logits, -1)
         acts = []
         for k, r in enumerate(runs):
-            acts.append(torch.multinomial(probs[k], 1, generator=r.sampler).squeeze(-1))
+            acts.append(sample_actions(probs[k], r.sampler))
             r.val_dev[t] = values[k]
         return acts
 
@@ -253,3 +255,48 @@ def make_engine(runs, device, batch: str = "auto"):
         raise ValueError(f"these runs cannot be stacked ({why}): use batch 'loop' or 'auto'")
     return LoopEngine(runs, device)
 
+
+
+# -- before training: will K runs fit? ------------------------------------------------------------------------------
+def run_memory_bytes(agent, obs_shape, T: int, N: int) -> int:
+    """A conservative estimate of one run's memory: its weights (trainable ones x 4: weight, gradient, two optimiser
+    moments), its rollout buffers, and the update's activations (every leaf module's output for T x N observations,
+    x 3: kept for backward, their gradients and slack), measured by one probe forward on a blank observation."""
+    trainable = sum(p.numel() for p in agent.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in agent.parameters() if not p.requires_grad)
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+             for m in agent.modules() if not list(m.children())]
+    dev = next(agent.parameters()).device
+    try:
+        with torch.no_grad():
+            agent(torch.zeros((1, *obs_shape), dtype=torch.uint8, device=dev),
+                  agent.initial_state(1, dev), torch.ones(1, dtype=torch.bool, device=dev))
+    finally:
+        for h in hooks:
+            h.remove()
+        if hasattr(agent, "_rollout_z"):  # a Knowledge Flow student caches what it saw: not a rollout step
+            agent._rollout_z.clear()
+    obs_bytes = T * N * int(torch.tensor(obs_shape).prod())
+    return 4 * (4 * trainable + frozen) + 3 * obs_bytes + 3 * 4 * T * N * sum(sizes)
+
+
+def available_bytes(device) -> int:
+    """Free memory where the runs will live: the GPU's (torch.cuda.mem_get_info) or the machine's (psutil)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(runs, obs_shape, T: int, N: int, device) -> None:
+    """A MemoryError naming the fix when K runs will not fit in the device's free memory (estimate: 80% of it)."""
+    per_run = [run_memory_bytes(r.agent, obs_shape, T, N) for r in runs]
+    need, free = sum(per_run), available_bytes(device)
+    if need > 0.8 * free:
+        gib = 2 ** 30
+        raise MemoryError(f"{len(runs)} runs of {runs[0].args.game} need about {need / gib:.1f} GiB of {device} memory "
+                          f"({max(per_run) / gib:.2f} GiB per run: weights, optimiser state, rollout buffers and the "
+                          f"update's activations) and {free / gib:.1f} GiB are free: train fewer runs per job "
+                          "(config runs_per_job) or fewer envs per run (num_envs)")

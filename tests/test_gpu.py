@@ -136,11 +136,17 @@ def evaluate_on_cpu(net, game=GAME, **protocol) -> dict:
 
 
 def same_sampler(monkeypatch):
-    """Make the learner's action sampling (torch.multinomial) draw from one fixed CPU stream whatever the device, so
-    that a CPU run and a device run of the same seed play the same actions (the probabilities agree to ~1e-7).
-    Returns `restart`, which starts the stream afresh (call it before each run)."""
+    """Make the learner's action sampling (common.a2c.sample_actions, and torch.multinomial calls without a generator)
+    draw from one fixed CPU stream whatever the device, so that a CPU run and a device run of the same seed play the
+    same actions (the probabilities agree to ~1e-7). Returns `restart`, which starts the stream afresh (call it
+    before each run)."""
     stream = {}
     real = torch.multinomial
+
+    def sample_actions(probs, generator):
+        return real(probs.detach().double().cpu(), 1, generator=stream["gen"]).squeeze(-1).to(probs.device)
+
+    monkeypatch.setattr(a2c_module, "sample_actions", sample_actions)
 
     def sample(probs, num_samples, *a, **kw):
         if kw.get("generator") is not None:
@@ -243,6 +249,29 @@ def test_shared_learner_checkpoint_resumes_on_device_and_on_cpu(tmp_path, monkey
         pytest.xfail(f"two runs of one seed differ on {DEVICE} (non-deterministic kernels): exact resume unchecked")
     pd.testing.assert_frame_equal(curve(full), curve(cut))
     assert all(torch.equal(a, b) for a, b in zip(weights(full).values(), weights(cut).values()))
+
+
+def test_multirun_jobs_train_on_device_loop_and_stacked_agree(tmp_path, ieee_fp32):
+    """Three seeds in one job on the device, each run's nets in turn (loop) and all stacked in one vmap'd call:
+    the first update's weights agree within float tolerance, and every run's model.pt holds CPU tensors."""
+    from common.a2c import Learner, RunSpec
+
+    weights = {}
+    for batch in ("loop", "stacked"):
+        lr = Learner.many([RunSpec(A2CArgs(**{**SMALL, "checkpoint_every": 0, "total_steps": 20}, seed=s),
+                                   tmp_path / batch / str(s)) for s in (0, 1, 2)], batch=batch)
+        assert lr.engine.name == batch
+        while not lr.done:
+            lr.step()
+        lr.close()
+        lr.finish()
+        weights[batch] = [load_policy(tmp_path / batch / str(s) / "model.pt").state_dict() for s in (0, 1, 2)]
+        for s in (0, 1, 2):
+            cpu_tensors_only(tmp_path / batch / str(s) / "model.pt")
+            finite_csv(tmp_path / batch / str(s) / "train_stats.csv", ["policy_loss", "value_loss"])
+    for wl, ws in zip(weights["loop"], weights["stacked"]):
+        for k in wl:
+            torch.testing.assert_close(ws[k], wl[k], **TOL, msg=k)
 
 
 # -- Knowledge Flow (RL) -------------------------------------------------------------------------------------------

@@ -133,3 +133,26 @@ def test_stacked_only_where_runs_can_be_stacked(tmp_path):
     lr.close()
     with pytest.raises(ValueError, match="cannot be stacked.*differ beyond the seed: lr"):
         learner("stacked", lr=(1e-3, 2e-3))
+
+
+def test_too_many_runs_for_the_memory_is_a_clear_error(tmp_path, monkeypatch):
+    import common.multirun as mr
+    from common.nets import make_net
+
+    net = make_net("minatar", (4, 10, 10), 3)
+    # by hand, T = 5, N = 4: trainable parameters conv 16x4x3x3 + 16 = 592, fc 1024 x 128 + 128 = 131,200, heads
+    # 128 x 3 + 3 = 387 and 129 -> 132,308, x 4 copies x 4 bytes = 2,116,928; rollout 3 x 5 x 4 x 400 bytes = 24,000;
+    # leaf outputs per sample 16x8x8 + 128 + 3 + 1 = 1,156, x 20 samples x 4 bytes x 3 = 277,440
+    est = mr.run_memory_bytes(net, (4, 10, 10), 5, 4)
+    assert est == 2_116_928 + 24_000 + 277_440
+    monkeypatch.setattr(mr, "available_bytes", lambda device: int(1.5 * est))
+    specs = [RunSpec(A2CArgs(**SMALL, seed=s), tmp_path / str(s)) for s in range(2)]
+    with pytest.raises(MemoryError, match="2 runs of MinAtar/Breakout need about .* train fewer runs per job"):
+        Learner.many(specs)
+
+
+def test_gpu_asked_for_and_absent(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="torch sees no GPU.*device: auto or cpu"):
+        Learner(A2CArgs(**{**SMALL, "device": "cuda"}), tmp_path)
