@@ -81,7 +81,9 @@ def _teachers(game, n, root, device):
     for m in range(n):
         d = root / f"teacher{m}"
         if not (d / "model.zip").exists():
-            train_teacher("ppo", game, m, "untrained", 0, d, body="a3c", eval_episodes=1, overrides={"n_envs": 1})
+            body = "minatar" if game.startswith("MinAtar/") else "a3c"
+            train_teacher("ppo", game, m, "untrained", 0, d, body=body, eval_episodes=1,
+                          overrides={"n_envs": 2, "n_steps": 64, "batch_size": 64})
         out.append(load_teacher(d, device=str(torch.device(device))))
     return out
 
