@@ -50,10 +50,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.checks import arg, check_fields
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
 from common.multirun import check_memory, make_engine
 from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
-from common.nets import make_net
+from common.nets import NETS, check_net_for_game, make_net
 
 CURVE_FIELDS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
 
@@ -64,66 +65,66 @@ class A2CArgs:
 
     game: str = "Pong"
     """Atari game in CamelCase (Pong, MsPacman) or MinAtar/<Game>"""
-    net: str = "a3c"
+    net: str = arg("a3c", choices=tuple(NETS))
     """network: a3c | nature | minatar | ca3c (common/nets.py)"""
-    total_steps: int = 1_000_000
+    total_steps: int = arg(1_000_000, ">= 1")
     """agent steps summed over envs (frames = steps x frameskip)"""
-    num_envs: int = 16
+    num_envs: int = arg(16, ">= 1")
     """parallel envs: the synchronous stand-in for A3C's asynchronous actors"""
-    n_steps: int = 5
+    n_steps: int = arg(5, ">= 1")
     """rollout length per env per update (A3C's t_max)"""
-    gamma: float = 0.99
+    gamma: float = arg(0.99, "[0, 1]")
     """discount"""
-    gae_lambda: float = 1.0
+    gae_lambda: float = arg(1.0, "[0, 1]")
     """GAE lambda; 1.0 = A3C's n-step returns"""
-    ent_coef: float = 0.01
+    ent_coef: float = arg(0.01, ">= 0")
     """entropy bonus beta"""
-    vf_coef: float = 0.5
+    vf_coef: float = arg(0.5, ">= 0")
     """value-loss weight"""
     gae_loss: bool = True
     """False drops the actor-critic loss (policy, value, entropy) from the update: only the hook trains the agent
     (cA3C Fig. 3a's distillation-only student). Default True: the ordinary learner"""
-    loss_reduction: str = "mean"
+    loss_reduction: str = arg("mean", choices=("mean", "sum"))
     """mean over the batch (A2C) or sum (the cA3C code sums over its rollout)"""
-    optimizer: str = "adam"
+    optimizer: str = arg("adam", choices=("adam", "rmsprop"))
     """adam | rmsprop"""
-    lr: float = 7e-4
+    lr: float = arg(7e-4, "> 0")
     """initial learning rate"""
     lr_decay: bool = True
     """decay the learning rate linearly to 0 over total_steps"""
-    adam_eps: float = 1e-5
+    adam_eps: float = arg(1e-5, "> 0")
     """Adam / RMSprop epsilon"""
-    rmsprop_alpha: float = 0.99
+    rmsprop_alpha: float = arg(0.99, "[0, 1)")
     """RMSprop smoothing"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = arg(0.5, ">= 0")
     """global gradient-norm clip (0 = off)"""
     seed: int = 0
     """seeds torch, numpy, python and the envs"""
     device: str = "auto"
     """auto (GPU if present) | cpu | cuda"""
-    torch_threads: int = 1
+    torch_threads: int = arg(1, ">= 1")
     """intra-op CPU threads for torch (one single-thread job per core packs best)"""
-    env_threads: int = 1
+    env_threads: int = arg(1, ">= 1")
     """ale-py emulator threads"""
-    checkpoint_every: int = 250_000
+    checkpoint_every: int = arg(250_000, ">= 0")
     """env steps between checkpoint boundaries (0 = none)"""
-    stats_every: int = 10_000
+    stats_every: int = arg(10_000, ">= 1")
     """env steps between rows of train_stats.csv (losses, entropy, hook statistics)"""
-    log_interval_s: float = 30.0
+    log_interval_s: float = arg(30.0, "> 0")
     """seconds between progress lines"""
     tensorboard: bool = False
     """also write TensorBoard scalars under <out>/tb"""
     protocol: dict = field(default_factory=dict)
     """environment protocol overrides (common.envs.AtariProtocol)"""
 
+    def __post_init__(self):
+        check_fields(self, "a2c arguments")  # also when built directly, A2CArgs(...), as the README's examples do
+
     @classmethod
     def from_dict(cls, d: dict) -> "A2CArgs":
+        """Build and check (field ranges: common.checks; the net against the game's frames)."""
         args = dataclass_from_dict(cls, d, where="a2c arguments")
-        AtariProtocol.from_dict(args.protocol)  # validate early
-        if args.loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got '{args.loss_reduction}'")
-        if args.optimizer not in ("adam", "rmsprop"):
-            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got '{args.optimizer}'")
+        check_net_for_game(args.net, args.game, AtariProtocol.from_dict(args.protocol), where="a2c arguments")
         return args
 
 

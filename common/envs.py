@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.checks import arg, check_fields, fail
+
 MINATAR_PREFIX = "MinAtar/"
 SCREEN_HEIGHT, SCREEN_WIDTH = 210, 160   # the Atari 2600 screen ale-py renders
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -36,19 +38,19 @@ MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 class AtariProtocol:
     """The environment protocol a paper pins in its config (REFERENCE_NOTES §5)."""
 
-    frameskip: int = 4
+    frameskip: int = arg(4, ">= 1")
     """agent acts every `frameskip` frames; the action is repeated, the last two frames max-pooled"""
-    noop_max: int = 30
+    noop_max: int = arg(30, ">= 0")
     """up to this many random no-ops at the start of each game"""
-    max_frames: int = 108_000
+    max_frames: int = arg(108_000, ">= 1")
     """episode cap in emulator frames (30 minutes of play)"""
-    repeat_action_probability: float = 0.0
+    repeat_action_probability: float = arg(0.0, "[0, 1]")
     """sticky actions; 0 for the era-faithful protocol (ALE/*-v5 defaults to 0.25)"""
     full_action_space: bool = False
     """all 18 Atari actions instead of the game's minimal set (H-PR uses the full set)"""
-    frame_stack: int = 4
+    frame_stack: int = arg(4, ">= 1")
     """frames stacked into one observation (MinAtar ignores this: its frames carry motion channels)"""
-    size: int = 84
+    size: int = arg(84, ">= 1")
     """observation side in pixels (grey, resized)"""
     fire_reset: bool = True
     """press FIRE after reset in games that need it (OpenAI-baselines convention)"""
@@ -66,10 +68,19 @@ class AtariProtocol:
         if p.crop_rows is not None:
             c = p.crop_rows
             if not (isinstance(c, (list, tuple)) and len(c) == 2 and 0 <= c[0] < c[1] <= SCREEN_HEIGHT):
-                raise ValueError(f"protocol: crop_rows must be [top, bottom] with 0 <= top < bottom <= "
-                                 f"{SCREEN_HEIGHT}, got {c!r} (cA3C: [34, 194])")
+                fail("protocol", "crop_rows", c, f"[top, bottom] with 0 <= top < bottom <= {SCREEN_HEIGHT}",
+                     "give the screen rows to keep (cA3C: [34, 194]), or drop crop_rows for the full frame")
             p.crop_rows = [int(c[0]), int(c[1])]
         return p
+
+
+def frame_hw(game: str, protocol: "AtariProtocol | dict | None" = None) -> tuple[int, int]:
+    """(height, width) of the frames make_vec_env hands out for `game` under `protocol`, without building an env
+    (MinAtar: 10x10; Atari: size x size): what a net must fit (common.nets.check_net_fits)."""
+    if game.startswith(MINATAR_PREFIX):
+        return (10, 10)
+    size = (protocol if isinstance(protocol, AtariProtocol) else AtariProtocol.from_dict(protocol)).size
+    return (size, size)
 
 
 def dataclass_from_dict(cls, d: dict, where: str):
@@ -87,7 +98,9 @@ def dataclass_from_dict(cls, d: dict, where: str):
         if ok and f.name in d and (not isinstance(v, ok) or (f.type != "bool" and isinstance(v, bool))):
             raise ValueError(f"{where}: '{f.name}' must be of type {f.type}, got {v!r} ({type(v).__name__}); "
                              "write numbers without quotes (YAML reads 1e-5 as text: write 1.0e-5)")
-    return cls(**d)
+    obj = cls(**d)
+    check_fields(obj, where)  # the ranges and choices the fields declare (common.checks)
+    return obj
 
 
 def ale_game_id(game: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from common.checks import arg, fail
 from common.envs import dataclass_from_dict, make_vec_env
 from common.io import write_json
 
@@ -26,27 +27,27 @@ from common.io import write_json
 class EvalProtocol:
     """A paper's evaluation protocol."""
 
-    episodes: int = 30
+    episodes: int = arg(30, ">= 0")
     """whole games to play (episode mode)"""
-    steps: int = 0
+    steps: int = arg(0, ">= 0")
     """control-step budget; > 0 switches to step-budget mode (mean over completed games)"""
-    noop_max: int = 30
+    noop_max: int = arg(30, ">= 0")
     """up to this many random no-ops at the start of each game"""
-    epsilon: float = 0.0
+    epsilon: float = arg(0.0, "[0, 1]")
     """probability of a uniformly random action (H-PR: 0.05)"""
-    policy: str = "sample"
+    policy: str = arg("sample", choices=("sample", "greedy"))
     """sample from the policy (A3C convention) or act greedily"""
-    max_frames: int = 108_000
+    max_frames: int = arg(108_000, ">= 1")
     """game cap in frames"""
-    num_envs: int = 8
+    num_envs: int = arg(8, ">= 1")
     """games played in parallel"""
-    repeat_action_probability: float = 0.0
+    repeat_action_probability: float = arg(0.0, "[0, 1]")
     """sticky actions (0: era-faithful)"""
     full_action_space: bool = False
     """all 18 actions (H-PR)"""
-    frame_stack: int = 4
+    frame_stack: int = arg(4, ">= 1")
     """must match what the policy was trained on"""
-    size: int = 84
+    size: int = arg(84, ">= 1")
     """observation side; must match the policy"""
     crop_rows: list | None = None
     """screen rows kept before resizing (common.envs.AtariProtocol.crop_rows); must match the policy"""
@@ -54,8 +55,9 @@ class EvalProtocol:
     @classmethod
     def from_dict(cls, d: dict | None) -> "EvalProtocol":
         p = dataclass_from_dict(cls, d or {}, where="evaluation protocol")
-        if p.policy not in ("sample", "greedy"):
-            raise ValueError(f"evaluation policy must be 'sample' or 'greedy', got '{p.policy}'")
+        if p.steps == 0 and p.episodes < 1:
+            fail("evaluation protocol", "episodes", p.episodes, ">= 1 when steps is 0 (episode mode)",
+                 "set episodes to 1 or more (default 30), or steps > 0 for a step budget")
         return p
 
 

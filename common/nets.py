@@ -39,6 +39,21 @@ def init_layer(layer: nn.Module, gain: float = math.sqrt(2.0)) -> nn.Module:
     return layer
 
 
+class NetMisfitError(ValueError):
+    """A net's convolutions do not fit the observation's frames (e.g. the A3C net's 8x8 kernel on MinAtar's 10x10)."""
+
+
+def conv_misfit(convs, hw) -> str | None:
+    """Why valid (unpadded) convolutions [(out_channels, kernel, stride), ...] do not fit frames of side (h, w),
+    or None when every layer's input is at least its kernel."""
+    h, w = hw
+    for i, (_, k, s) in enumerate(convs):
+        if h < k or w < k:
+            return f"conv{i + 1}'s {k}x{k} kernel is larger than its {h}x{w} input"
+        h, w = (h - k) // s + 1, (w - k) // s + 1
+    return None
+
+
 class LayeredNet(nn.Module):
     """Feed-forward actor-critic: named layers, a policy head and a value head on the last hidden layer."""
 
@@ -53,6 +68,9 @@ class LayeredNet(nn.Module):
         self.act_fn = {"relu": F.relu, "elu": F.elu}[activation]
         layers, names = [], []
         c, h, w = self.obs_shape
+        why = conv_misfit(convs, (h, w))
+        if why:
+            raise NetMisfitError(f"{type(self).__name__} does not fit observations of shape {self.obs_shape}: {why}")
         for i, (out_c, k, s) in enumerate(convs):
             layers.append(init_layer(nn.Conv2d(c, out_c, k, s)))
             names.append(f"conv{i + 1}")
@@ -121,23 +139,29 @@ class LayeredNet(nn.Module):
 class A3CNet(LayeredNet):
     """A3C feed-forward net (Mnih et al. 2016)."""
 
+    CONVS = [(16, 8, 4), (32, 4, 2)]
+
     def __init__(self, obs_shape, n_actions: int, **kw):
-        super().__init__(obs_shape, n_actions, convs=[(16, 8, 4), (32, 4, 2)], fc=256, **kw)
+        super().__init__(obs_shape, n_actions, convs=self.CONVS, fc=256, **kw)
 
 
 class NatureNet(LayeredNet):
     """Nature DQN body (Mnih et al. 2015) with actor-critic heads."""
 
+    CONVS = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
+
     def __init__(self, obs_shape, n_actions: int, **kw):
-        super().__init__(obs_shape, n_actions, convs=[(32, 8, 4), (64, 4, 2), (64, 3, 1)], fc=512, **kw)
+        super().__init__(obs_shape, n_actions, convs=self.CONVS, fc=512, **kw)
 
 
 class MinAtarNet(LayeredNet):
     """MinAtar net (Young & Tian 2019): conv 16x3x3/1, FC 128; inputs are already 0/1."""
 
+    CONVS = [(16, 3, 1)]
+
     def __init__(self, obs_shape, n_actions: int, **kw):
         kw.setdefault("obs_scale", 1.0)
-        super().__init__(obs_shape, n_actions, convs=[(16, 3, 1)], fc=128, **kw)
+        super().__init__(obs_shape, n_actions, convs=self.CONVS, fc=128, **kw)
 
 
 class CA3CNet(nn.Module):
@@ -215,7 +239,32 @@ class CA3CNet(nn.Module):
 NETS = {"a3c": A3CNet, "nature": NatureNet, "minatar": MinAtarNet, "ca3c": CA3CNet}
 
 
-def make_net(name: str, obs_shape, n_actions: int, **kw) -> nn.Module:
+def net_misfit(name: str, hw) -> str | None:
+    """Why net `name` cannot take frames of side hw = (h, w), or None if it can (CA3CNet's padded convs take any)."""
+    convs = getattr(NETS[name], "CONVS", None)
+    return conv_misfit(convs, hw) if convs else None
+
+
+def check_net_fits(name: str, hw, what: str = "these frames", where: str = "net", field: str = "net") -> None:
+    """A clear error, at build time, if net `name` cannot take frames of side hw = (h, w): it names the nets
+    that fit (instead of torch's 'Kernel size can't be greater than actual input size' at the first step).
+    `where` and `field` name the argument in the message ('a2c arguments', 'net')."""
     if name not in NETS:
-        raise ValueError(f"unknown net '{name}'; choose one of {sorted(NETS)}")
+        raise ValueError(f"{where}: unknown {field} '{name}'; choose one of {sorted(NETS)}")
+    why = net_misfit(name, hw)
+    if why:
+        fits = [n for n in NETS if net_misfit(n, hw) is None]
+        raise NetMisfitError(f"{where}: {field} '{name}' does not fit {what} ({hw[0]}x{hw[1]} frames): {why}; "
+                             f"set {field} to one of the nets that fit: {', '.join(fits)}")
+
+
+def check_net_for_game(name: str, game: str, protocol=None, where: str = "net", field: str = "net") -> None:
+    """check_net_fits for the frames `game` hands out under `protocol` (common.envs.frame_hw)."""
+    from common.envs import frame_hw
+
+    check_net_fits(name, frame_hw(game, protocol), f"game {game}", where, field)
+
+
+def make_net(name: str, obs_shape, n_actions: int, **kw) -> nn.Module:
+    check_net_fits(name, tuple(obs_shape)[-2:], f"observations of shape {tuple(obs_shape)}", where="make_net")
     return NETS[name](obs_shape, n_actions, **kw)

@@ -84,6 +84,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from common.checks import arg, check_fields, fail
 from common.envs import dataclass_from_dict
 
 KINDS = ("uniform", "rank", "hpr")
@@ -93,29 +94,29 @@ KINDS = ("uniform", "rank", "hpr")
 class ReplayConfig:
     """Replay memory of one game; paper values in the docstrings (REFERENCE_NOTES §2)."""
 
-    kind: str = "hpr"
+    kind: str = arg("hpr", choices=KINDS)
     """uniform | rank (PR, Schaul 2016) | hpr (hierarchical prioritized replay)"""
-    capacity: int = 500_000
+    capacity: int = arg(500_000, ">= 1")
     """experiences for uniform and rank (paper: Uniform 500,000; PR's size is not given)"""
-    partitions: int = 5
+    partitions: int = arg(5, ">= 1")
     """p, H-PR partitions (paper: 5; 10 and 15 in Fig. 5)"""
-    partition_capacity: int = 200_000
+    partition_capacity: int = arg(200_000, ">= 1")
     """experiences per H-PR partition (paper: 200,000)"""
-    window: int = 100_000
+    window: int = arg(100_000, ">= 1")
     """recent additions over which N_j is counted (paper: 'a time window', length not given)"""
-    alpha: float = 0.7
+    alpha: float = arg(0.7, ">= 0")
     """rank-based exponent of Eq. 6 (not given; Schaul's rank-based 0.7)"""
-    beta0: float = 0.5
+    beta0: float = arg(0.5, "[0, 1]")
     """importance-sampling exponent at the start, annealed linearly to 1 (Schaul's rank-based schedule)"""
-    frame_stack: int = 4
+    frame_stack: int = arg(4, ">= 1")
     """k frames per observation, rebuilt at sample time"""
-    pad: str = "zero"
+    pad: str = arg("zero", choices=("zero", "first"))
     """frames before an episode start: zero (as the env shows them) | first (repeat the first frame)"""
-    initial_priority: float = 1.0
+    initial_priority: float = arg(1.0, "> 0")
     """priority of new experiences until a larger |delta| is seen (then the running maximum)"""
-    rank_refresh_fraction: float = 0.01
+    rank_refresh_fraction: float = arg(0.01, "[0, 1]")
     """a partition re-sorts its ranks after this fraction of its size in changes ..."""
-    rank_refresh_min: int = 64
+    rank_refresh_min: int = arg(64, ">= 1")
     """... or this many changes, whichever is larger"""
 
     @classmethod
@@ -174,19 +175,15 @@ class ReplayMemory:
     def __init__(self, cfg: ReplayConfig | dict, n_actions: int = 18, action_mask=None, v_range=None,
                  frame_shape=(84, 84)):
         cfg = cfg if isinstance(cfg, ReplayConfig) else ReplayConfig.from_dict(cfg)
-        if cfg.kind not in KINDS:
-            raise ValueError(f"replay.kind must be one of {KINDS}, got '{cfg.kind}'")
-        if cfg.pad not in ("zero", "first"):
-            raise ValueError(f"replay.pad must be 'zero' or 'first', got '{cfg.pad}'")
+        check_fields(cfg, "replay")  # a ReplayConfig built directly, not through from_dict
         self.cfg, self.k, self.kind = cfg, cfg.frame_stack, cfg.kind
         self.ranked = cfg.kind != "uniform"
         self.p = cfg.partitions if cfg.kind == "hpr" else 1
         self.C = cfg.partition_capacity if cfg.kind == "hpr" else cfg.capacity   # per partition
         self.F = self.p * self.C                                                 # frame ring = experience slots
-        if min(self.p, self.C, cfg.window, cfg.frame_stack) < 1:
-            raise ValueError("replay: partitions, capacities, window and frame_stack must all be >= 1")
         if self.F < self.k:
-            raise ValueError(f"replay capacity {self.F} is smaller than frame_stack {self.k}")
+            fail("replay", "capacity", self.F, f">= frame_stack ({self.k})", "give the memory room for one stacked "
+                 "observation")
         self.action_mask = np.ones(n_actions, bool) if action_mask is None else np.asarray(action_mask, bool)
         if cfg.kind == "hpr":
             if v_range is None:

@@ -56,6 +56,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv as _SB3VecEnvBase
 
 from common.a2c import CURVE_FIELDS, Progress
+from common.checks import Range, check_value
 from common.envs import MINATAR_PREFIX, AtariProtocol, make_vec_env
 from common.io import read_json, seed_everything, write_json
 from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
@@ -72,8 +73,46 @@ CLASSES = {"RMSpropTFLike": RMSpropTFLike, "RMSprop": torch.optim.RMSprop, "Adam
            "ReLU": nn.ReLU, "Tanh": nn.Tanh, "ELU": nn.ELU}
 
 
+# valid ranges of the numeric hyperparameters (common.checks syntax); a "lin_<x>" schedule is checked at its start x
+HP_RANGES = {"n_envs": ">= 1", "n_steps": ">= 1", "batch_size": ">= 2", "n_epochs": ">= 1", "learning_rate": "> 0",
+             "gamma": "[0, 1]", "gae_lambda": "[0, 1]", "ent_coef": ">= 0", "vf_coef": ">= 0", "clip_range": "> 0",
+             "max_grad_norm": "> 0", "buffer_size": ">= 1", "learning_starts": ">= 0", "train_freq": ">= 1",
+             "gradient_steps": ">= 1", "target_update_interval": ">= 1", "exploration_fraction": "[0, 1]",
+             "exploration_initial_eps": "[0, 1]", "exploration_final_eps": "[0, 1]", "tau": "(0, 1]"}
+
+
 class HyperparameterError(ValueError):
     """A bad teacher hyperparameter: the message names the key, the file and the block."""
+
+
+def check_teacher_args(steps: int, eval_episodes: int, threads: int, checkpoint_every: int,
+                       eval_eps: float | None) -> None:
+    """Ranges of train_teacher's own arguments (common.checks), before any work."""
+    for name, value, valid in (("steps", steps, ">= 0"), ("eval_episodes", eval_episodes, ">= 1"),
+                               ("threads", threads, ">= 1"), ("checkpoint_every", checkpoint_every, ">= 0"),
+                               ("eval_eps", eval_eps, "[0, 1]")):
+        check_value("teacher arguments", name, value, Range.parse(valid))
+
+
+def _check_hp_ranges(hp: dict, origin: dict, path) -> None:
+    """HP_RANGES, and PPO's minibatches: batch_size must divide the rollout n_steps x n_envs (else SB3 trains on a
+    truncated last minibatch)."""
+    for k, valid in HP_RANGES.items():
+        v = hp.get(k)
+        if isinstance(v, str):
+            v = getattr(_value(v), "start", _value(v))  # '1e-4' -> 1e-4; a lin_<x> schedule starts at x
+        if v is None or isinstance(v, (list, tuple, dict)):  # train_freq may be [4, "step"]
+            continue
+        try:
+            check_value(f"{path}: block {origin[k]}", k, v, Range.parse(valid))
+        except ValueError as e:
+            raise HyperparameterError(str(e)) from None
+    if "batch_size" in hp and "n_steps" in hp and int(hp["n_steps"]) * int(hp["n_envs"]) % int(hp["batch_size"]):
+        rollout = int(hp["n_steps"]) * int(hp["n_envs"])
+        raise HyperparameterError(
+            f"{path}: batch_size must divide n_steps x n_envs = {rollout} (blocks {origin['batch_size']}, "
+            f"{origin['n_steps']}), got {hp['batch_size']}; set batch_size to a divisor of {rollout} (e.g. "
+            f"{max(d for d in range(1, min(rollout, int(hp['batch_size'])) + 1) if rollout % d == 0)})")
 
 
 def is_minatar(game: str) -> bool:
@@ -176,7 +215,7 @@ class LayeredBody(BaseFeaturesExtractor):
             net = self.net_class(observation_space.shape, n_actions=1)
             with torch.no_grad():
                 net(torch.zeros(1, *observation_space.shape))
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:  # torch's shape error, or common.nets.NetMisfitError
             raise ValueError(f"{type(self).__name__} does not fit observations of shape {observation_space.shape} "
                              f"({e}); use body 'minatar' for MinAtar games, 'a3c' or 'nature' for Atari") from None
         super().__init__(observation_space, net.hidden_dim)
@@ -252,6 +291,8 @@ def resolve_hyperparams(algo: str, game: str, path: str | os.PathLike = DEFAULT_
                 f"{path}: unknown hyperparameter '{k}' for {algo} (block {origin[k]})"
                 + (f"; did you mean '{close[0]}'?" if close else "") + f" Valid keys: {', '.join(sorted(valid))}")
     hp.setdefault("n_envs", 1)
+    origin.setdefault("n_envs", "default")
+    _check_hp_ranges(hp, origin, path)
     hp.setdefault("policy", "CnnPolicy")
     hp.setdefault("body", "minatar" if is_minatar(game) else "nature")
     if hp["body"] not in BODIES:
@@ -394,6 +435,7 @@ def train_teacher(algo: str, game: str, seed: int, kind: str, steps: int, out_di
     """
     if kind not in KINDS:
         raise ValueError(f"unknown teacher kind '{kind}'; choose one of {KINDS}")
+    check_teacher_args(steps, eval_episodes, threads, checkpoint_every, eval_eps)
     game = game_from_slug(game)
     hp = resolve_hyperparams(algo, game, hyperparams_path, overrides, body)
     torch.set_num_threads(threads)
