@@ -6,7 +6,9 @@ import json
 import os
 import sys
 
-USER_ERRORS = (KeyError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError)
+from common.io import DiskFullError
+
+USER_ERRORS = (KeyError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError, DiskFullError)
 
 
 def run(main, argv=None) -> None:
