@@ -327,7 +327,7 @@ def curve_stat(ctx: Context, arm: dict, stratum: str, curve: pd.DataFrame) -> fl
         smooth = pd.Series(y).rolling(window, min_periods=1).mean().to_numpy()
         hit = np.flatnonzero(smooth >= thr)
         # never reached: the last x, a lower bound (counted as censored by the caller)
-        return float(x[hit[0]]) if hit.size else float(x[-1]) + 0.0
+        return float(x[hit[0]]) if hit.size else float(x[-1])
     raise ClaimsError(f"curve stat must be last_mean, max, plateau or steps_to_threshold; got {stat}")
 
 
