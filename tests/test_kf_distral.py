@@ -193,7 +193,7 @@ def test_bad_args_are_named(tmp_path):
         _args(tasks=["MinAtar/Breakout"])
     with pytest.raises(ValueError, match="drop a2c.game"):
         _args(a2c={**A2C, "game": "Pong"})
-    with pytest.raises(ValueError, match="alpha must lie in"):
+    with pytest.raises(ValueError, match=r"distral arguments: alpha must be in \[0, 1\], got 1.5"):
         _args(distral={"alpha": 1.5})
     with pytest.raises(KeyError, match="did you mean 'beta'"):
         _args(distral={"betta": 1.0})

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from common.a2c import load_policy
+from common.checks import arg, fail
 from common.envs import dataclass_from_dict, make_vec_env
 from common.io import atomic_path, seed_everything, write_json
 from papers.cdrl.method import AlignmentNet, alignment_loss, save_alignment, train_alignment_offline
@@ -45,23 +46,23 @@ from papers.cdrl.train import teacher_file
 class AlignArgs:
     """Offline alignment: a pure function of these and the two experts."""
 
-    obs_steps: int = 20_000
+    obs_steps: int = arg(20_000, ">= 1")
     """agent steps of the target expert's play (summed over envs) whose frames make the data set"""
-    num_envs: int = 8
+    num_envs: int = arg(8, ">= 1")
     """envs the target expert plays in parallel"""
-    holdout: float = 0.2
+    holdout: float = arg(0.2, "(0, 1)")
     """last fraction of the collected steps kept out of the fit (Fig. 5 and the held-out KL use it)"""
-    fit_steps: int = 20_000
+    fit_steps: int = arg(20_000, ">= 1")
     """Adam steps of train_alignment_offline"""
-    batch_size: int = 256
+    batch_size: int = arg(256, ">= 1")
     """minibatch of train_alignment_offline"""
-    lr: float = 1.0e-4
+    lr: float = arg(1.0e-4, "> 0")
     """Adam learning rate (the code's alignment lr)"""
-    layers: int = 4
+    layers: int = arg(4, ">= 1")
     """hidden layers of F (Sec. 5.3: four fully connected layers)"""
-    width: int = 512
+    width: int = arg(512, ">= 1")
     """units per hidden layer (the code's 512)"""
-    activation: str = "relu"
+    activation: str = arg("relu", choices=("relu", "elu"))
     """Sec. 5.3's offline F uses ReLU (the code's online F: ELU)"""
     seed: int = 0
     """seeds the envs, the sampling of actions, F's initialisation and the minibatches"""
@@ -69,8 +70,9 @@ class AlignArgs:
     @classmethod
     def from_dict(cls, d: dict) -> "AlignArgs":
         a = dataclass_from_dict(cls, d, where="cdrl alignment arguments")
-        if not 0 < a.holdout < 1:
-            raise ValueError(f"holdout must be in (0, 1), got {a.holdout}")
+        if a.obs_steps < a.num_envs:
+            fail("cdrl alignment arguments", "obs_steps", a.obs_steps, f">= num_envs ({a.num_envs})",
+                 "collect at least one step per env")
         return a
 
 

@@ -43,7 +43,7 @@ import torch
 from common.a2c import A2CArgs, Learner, check_lockstep, load_policy, run_rounds
 from common.envs import make_vec_env
 from common.evaluation import EvalProtocol, evaluate
-from common.io import resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.io import read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
 from common.nets import make_net
 from papers.cdrl.method import CA3CHook
 
@@ -85,7 +85,7 @@ class Collaborative:
                       "cannot be resumed: starting both afresh", file=sys.stderr, flush=True)
                 self.ckpt_path.unlink()
             else:
-                ck = torch.load(self.ckpt_path, map_location=resolve_device(tgt.device), weights_only=False)
+                ck = read_checkpoint(self.ckpt_path, resolve_device(tgt.device))
         # the source: built as an a3c run of papers/cdrl/train.py
         seed_everything(src.seed)
         src_env = make_vec_env(src.game, src.num_envs, src.protocol, num_threads=src.env_threads)

@@ -95,6 +95,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.a2c import Batch, Hook
+from common.checks import arg, check_fields
 from common.envs import dataclass_from_dict
 from common.io import torch_save
 from common.nets import NetOut
@@ -109,29 +110,29 @@ class CA3CArgs:
 
     teachers: list = field(default_factory=list)
     """teacher files, one per source task (zoo dirs / model.zip, or policy .pt files of common.a2c)"""
-    mode: str = "kd_distill"
+    mode: str = arg("kd_distill", choices=MODES)
     """homogeneous (z_T -> policy head, no F) | kd_policy (F(z_T) -> policy head) | kd_distill (-> distill head)"""
-    tau: float = 1.0
+    tau: float = arg(1.0, "> 0")
     """distillation temperature on the teacher side, softmax(F(z_T)/tau) (Eq. 1-3; the code uses 1)"""
-    student_tau: float = 1.0
+    student_tau: float = arg(1.0, "> 0")
     """temperature on the student side; Eq. 2-3 use 1 (only the target is softened); = tau for Hinton's form"""
-    align_from: int = 1_000_000
+    align_from: int = arg(1_000_000, ">= 0")
     """T1: rollouts ending at env step >= T1 train F (Algorithm 1 line 26); unused without online F"""
-    distill_from: int = 2_000_000
+    distill_from: int = arg(2_000_000, ">= 0")
     """T2: rollouts ending at env step >= T2 distil (Algorithm 1 line 30); must be >= T1 for online alignment"""
     distill_until: int | None = None
     """last step count that still distils (and aligns): on while step <= this; None = until the end (Fig. 3b: 1M)"""
-    align_lr: float = 1e-4
+    align_lr: float = arg(1e-4, "> 0")
     """Adam learning rate of every alignment network F (constant, as the code)"""
-    distill_lr: float = 1e-4
+    distill_lr: float = arg(1e-4, "> 0")
     """Adam learning rate of the separate distillation optimiser (constant, as the code)"""
-    clip: float = 40.0
+    clip: float = arg(40.0, ">= 0")
     """global grad-norm clip of each side optimiser (0 = off)"""
-    loss_reduction: str = "sum"
+    loss_reduction: str = arg("sum", choices=("sum", "mean"))
     """sum over the rollout's T x N states (Eq. 3's sum over t, as the code) | mean"""
-    align_layers: int = 4
+    align_layers: int = arg(4, ">= 1")
     """hidden layers of F (4 in the code)"""
-    align_width: int = 512
+    align_width: int = arg(512, ">= 1")
     """units per hidden layer of F (512 in the code)"""
     offline_alignment: str | None = None
     """file of pre-trained F's (save_alignment); then F is frozen and never trained online"""
@@ -150,14 +151,7 @@ class CA3CArgs:
         return a
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"cA3C mode must be one of {MODES}, got '{self.mode}'")
-        if self.loss_reduction not in ("sum", "mean"):
-            raise ValueError(f"cA3C loss_reduction must be 'sum' or 'mean', got '{self.loss_reduction}'")
-        if self.tau <= 0 or self.student_tau <= 0:
-            raise ValueError(f"temperatures must be > 0, got tau={self.tau}, student_tau={self.student_tau}")
-        if min(self.align_from, self.distill_from) < 0:
-            raise ValueError(f"align_from and distill_from must be >= 0, got {self.align_from}, {self.distill_from}")
+        check_fields(self, "cA3C arguments")
         if self.distill_until is not None and self.distill_until < self.distill_from:
             raise ValueError(f"distill_until ({self.distill_until}) is before distill_from ({self.distill_from}): "
                              "distillation would never run")

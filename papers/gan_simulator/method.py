@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.checks import arg, check_fields, check_finite, check_value, fail
 from common.envs import dataclass_from_dict
 from common.io import resolve_device, seed_everything
 
@@ -71,55 +72,55 @@ GENERATOR_FIELDS = ("w_one_hot", "w_info_entropy", "w_activation", "w_adv", "rei
 class GASArgs:
     """Distillation arguments; a run is a pure function of (these, teacher, student init). None = method preset."""
 
-    method: str = "ours"
+    method: str = arg("ours", choices=METHODS)
     """dafl | dfad | ours | kd_real (upper bound, real data) | kd_noise (lower bound, Gaussian inputs)"""
     seed: int = 0
     """seeds python/numpy/torch (z draws, noise), the generator lives and the exemplar buffer"""
-    student_steps: int = 20000
+    student_steps: int = arg(20000, ">= 1")
     """budget: number of student optimiser steps (the same for every method; generator steps follow the ratio)"""
-    batch_size: int = 512
+    batch_size: int = arg(512, ">= 1")
     """inputs per student step and per generator step (DAFL: 512)"""
-    image_size: int = 32
+    image_size: int = arg(32, ">= 4")
     """side s of the generated / noise inputs (divisible by 4); 32 for LeNet-5, 84 for Atari frames"""
-    channels: int = 1
+    channels: int = arg(1, ">= 1")
     """channels C of the generated / noise inputs; 1 for MNIST-like data, 4 for stacked Atari frames"""
-    latent_dim: int = 100
+    latent_dim: int = arg(100, ">= 1")
     """dimension of z ~ N(0, I) (DAFL: 100)"""
-    gen_bn_eps: float = 0.8
+    gen_bn_eps: float = arg(0.8, "> 0")
     """eps of the generator's two inner BatchNorm layers (DAFL's public generator passes 0.8 there)"""
-    lr_generator: float = 0.2
+    lr_generator: float = arg(0.2, ">= 0")
     """Adam learning rate of the generator, constant (DAFL MNIST: 0.2); a re-initialised G gets a fresh Adam"""
-    lr_student: float = 2e-3
+    lr_student: float = arg(2e-3, "> 0")
     """Adam learning rate of the student, constant (DAFL MNIST: 2e-3)"""
-    w_one_hot: float | None = None
+    w_one_hot: float | None = arg(None, ">= 0")
     """weight of CE(T(x), argmax T(x)) in the generator loss (Eq. G1; DAFL: 1)"""
-    w_info_entropy: float | None = None
+    w_info_entropy: float | None = arg(None, ">= 0")
     """weight of sum_k pbar_k log pbar_k, pbar = batch-mean teacher softmax (Eq. G2; DAFL: 5)"""
-    w_activation: float | None = None
+    w_activation: float | None = arg(None, ">= 0")
     """weight of -mean |f_T| over the teacher's penultimate features (Eq. G3; DAFL: 0.1)"""
-    w_adv: float | None = None
+    w_adv: float | None = arg(None, ">= 0")
     """weight of the adversarial term -D(T(x), S(x)): the generator maximises disagreement (Eq. G4)"""
-    adv_kind: str | None = None
+    adv_kind: str | None = arg(None, choices=("l1", "kl"))
     """disagreement D the generator maximises: l1 (mean |t - s| on logits, DFAD) | kl (KL(T||S) at temperature, ZSKT)"""
-    student_loss: str | None = None
+    student_loss: str | None = arg(None, choices=("kl", "l1"))
     """what the student minimises: kl (kd_loss, Eq. S1) | l1 (mean |t - s| on logits, DFAD)"""
-    temperature: float = 1.0
+    temperature: float = arg(1.0, "> 0")
     """temperature tau of kd_loss and of the kl disagreement (both scaled by tau^2)"""
-    g_steps: int | None = None
+    g_steps: int | None = arg(None, ">= 0")
     """generator steps per iteration (ratio g_steps : s_steps; DFAD 1:5, ZSKT 1:10, DAFL 1:1); 0 without G"""
-    s_steps: int | None = None
+    s_steps: int | None = arg(None, ">= 1")
     """student steps per iteration"""
-    reinit_every: int | None = None
+    reinit_every: int | None = arg(None, ">= 0")
     """K: re-initialise the generator every K generator steps (0 = never); its exemplars go to the buffer first"""
-    buffer_capacity: int = 8192
+    buffer_capacity: int = arg(8192, ">= 0")
     """exemplar buffer size in samples (reservoir sampling: uniform over every exemplar ever offered)"""
-    buffer_mix: float | None = None
+    buffer_mix: float | None = arg(None, "[0, 1)")
     """fraction of each student batch drawn from the exemplar buffer once it is non-empty; the rest is fresh"""
-    exemplars_per_reinit: int | None = None
+    exemplars_per_reinit: int | None = arg(None, ">= 0")
     """samples drawn from a generator into the buffer just before it is re-initialised (None = batch_size)"""
-    noise_std: float = 1.0
+    noise_std: float = arg(1.0, "> 0")
     """kd_noise: inputs are N(0, noise_std^2) per pixel (inputs of real data live in [-1, 1])"""
-    log_every: int = 100
+    log_every: int = arg(100, ">= 1")
     """student steps between history records (and `log`/`evaluate` calls); the last step is always recorded"""
     device: str = "cpu"
     """torch device: cpu | cuda | auto"""
@@ -131,8 +132,7 @@ class GASArgs:
 
     def resolved(self) -> "GASArgs":
         """Fill every None with the method's preset (METHOD_PRESETS) and validate; idempotent."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        check_value("gan_simulator arguments", "method", self.method, choices=METHODS)
         preset = METHOD_PRESETS[self.method]
         a = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
         if a.exemplars_per_reinit is None:
@@ -141,24 +141,11 @@ class GASArgs:
         return a
 
     def _validate(self) -> None:
-        if self.image_size % 4 or self.image_size <= 0:
-            raise ValueError(f"image_size must be a positive multiple of 4 (the generator upsamples twice), "
-                             f"got {self.image_size}")
-        if self.adv_kind not in ("l1", "kl"):
-            raise ValueError(f"adv_kind must be 'l1' or 'kl', got '{self.adv_kind}'")
-        if self.student_loss not in ("kl", "l1"):
-            raise ValueError(f"student_loss must be 'kl' or 'l1', got '{self.student_loss}'")
-        for k in ("w_one_hot", "w_info_entropy", "w_activation", "w_adv", "lr_generator", "lr_student"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if min(self.student_steps, self.batch_size, self.s_steps, self.log_every) < 1:
-            raise ValueError("student_steps, batch_size, s_steps and log_every must be >= 1")
-        if not 0.0 <= self.buffer_mix < 1.0:
-            raise ValueError(f"buffer_mix must be in [0, 1), got {self.buffer_mix}")
-        if self.reinit_every < 0 or self.buffer_capacity < 0 or self.exemplars_per_reinit < 0:
-            raise ValueError("reinit_every, buffer_capacity and exemplars_per_reinit must be >= 0")
+        check_fields(self, "gan_simulator arguments")  # the ranges above, now that the presets are filled in
+        if self.image_size % 4:
+            lower = self.image_size // 4 * 4
+            fail("gan_simulator arguments", "image_size", self.image_size, "a positive multiple of 4 (the generator "
+                 "upsamples twice)", f"set image_size to {lower or 4} or {lower + 4}")
         if self.method in GENERATOR_METHODS:
             if self.g_steps < 1:
                 raise ValueError(f"method '{self.method}' trains a generator: g_steps must be >= 1")
@@ -411,11 +398,12 @@ def _real_batches(loader) -> Iterator[torch.Tensor]:
             raise ValueError("real_loader is empty")
 
 
-def _check_finite(loss: torch.Tensor, what: str, step: int, args: GASArgs) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} is {loss.item()} at step {step} (method '{args.method}'): lower "
-                                 f"lr_generator ({args.lr_generator}) / lr_student ({args.lr_student}) or the "
-                                 f"loss weights")
+def _check_finite(loss: torch.Tensor, what: str, step: int, args: GASArgs, parts: dict | None = None) -> None:
+    """A non-finite loss stops the run (common.checks.check_finite) naming `what` and its non-finite `parts`."""
+    terms = {f"{what} term {k}": v for k, v in (parts or {}).items()} or {what: loss}
+    check_finite(loss, terms, f"gan_simulator method '{args.method}' seed {args.seed}", f"step {step}",
+                 f"lower lr_generator ({args.lr_generator}) / lr_student ({args.lr_student}) or the loss weights "
+                 "(a distillation keeps no checkpoint: a rerun starts it from scratch)")
 
 
 def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bool = True, real_loader=None,
@@ -491,7 +479,7 @@ def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bo
             for p, flag in zip(student.parameters(), flags):
                 p.requires_grad_(flag)
         loss, parts = generator_loss(t_logits, t_feat, s_logits, args)
-        _check_finite(loss, "generator loss", step, args)
+        _check_finite(loss, "generator loss", step, args, parts)
         g_opt.zero_grad(set_to_none=True)
         loss.backward()
         g_opt.step()

@@ -58,8 +58,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.checks import arg
 from common.envs import dataclass_from_dict
-from common.io import atomic_path, seed_everything, torch_save, write_json
+from common.io import atomic_path, seed_everything, torch_save, verify_torch_file, write_json
+from common.nets import check_net_for_game
 from papers.gan_simulator.method import (DATA_FREE_METHODS, GENERATOR_METHODS, METHODS, TORCHVISION_DATASETS,
                                          ClassifierOut, GASArgs, LeNet5, LeNet5Half, accuracy, digits_dataset,
                                          distill, load_torchvision_dataset)
@@ -205,15 +207,15 @@ class ImageArgs:
     """where torchvision datasets lie (never downloaded)"""
     class_map: list | None = None
     """original label -> class (multiple input modes: e.g. digit mod 5); None: the labels as they are"""
-    teacher_net: str = "lenet5"
+    teacher_net: str = arg("lenet5", choices=tuple(NETS))
     """lenet5 | lenet5_half | resnet34 | resnet18"""
-    student_net: str = "lenet5_half"
+    student_net: str = arg("lenet5_half", choices=tuple(NETS))
     """lenet5 | lenet5_half | resnet34 | resnet18"""
-    teacher_epochs: int = 30
+    teacher_epochs: int = arg(30, ">= 0")
     """passes over the training set when training the teacher (Adam, cross-entropy)"""
-    teacher_lr: float = 1e-3
+    teacher_lr: float = arg(1e-3, "> 0")
     """Adam learning rate of the teacher"""
-    teacher_batch_size: int = 64
+    teacher_batch_size: int = arg(64, ">= 1")
     """teacher minibatch size"""
     teacher_seed: int = 1000
     """seed of the teacher's initialisation and minibatches"""
@@ -221,15 +223,15 @@ class ImageArgs:
     """folder of cached teachers (teacher_<hash>.pt); None: <out>/teacher_cache"""
     methods: list = field(default_factory=lambda: list(METHODS))
     """methods to run: dafl | dfad | ours | kd_real | kd_noise"""
-    seeds: int = 3
+    seeds: int = arg(3, ">= 1")
     """student runs per method (seeds 0..seeds-1)"""
     gas: dict = field(default_factory=dict)
     """GASArgs fields for every method (student_steps, batch_size, lr_generator, ...; checked by name)"""
     method_overrides: dict = field(default_factory=dict)
     """method -> GASArgs fields for that method only (an ablation), on top of gas"""
-    eval_batch_size: int = 1000
+    eval_batch_size: int = arg(1000, ">= 1")
     """test-set minibatch size"""
-    threads: int = 1
+    threads: int = arg(1, ">= 1")
     """torch CPU threads"""
     device: str = "cpu"
     """cpu | cuda | auto"""
@@ -239,14 +241,9 @@ class ImageArgs:
         a = dataclass_from_dict(cls, dict(d), where="gan_simulator image arguments")
         if a.dataset != "digits" and a.dataset not in TORCHVISION_DATASETS:
             raise ValueError(f"unknown dataset '{a.dataset}'; choose digits or {', '.join(TORCHVISION_DATASETS)}")
-        for k in ("teacher_net", "student_net"):
-            if getattr(a, k) not in NETS:
-                raise ValueError(f"{k} '{getattr(a, k)}' is unknown; choose one of {', '.join(NETS)}")
         bad = [m for m in list(a.methods) + list(a.method_overrides) if m not in METHODS]
         if bad:
             raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-        if a.seeds < 1 or a.teacher_epochs < 0:
-            raise ValueError("seeds must be >= 1 and teacher_epochs >= 0")
         for m in a.methods:                                    # GASArgs keys and values checked before any work
             method_args(m, 0, a.gas, a.method_overrides)
         return a
@@ -380,8 +377,15 @@ def get_teacher(args: ImageArgs, train, test_loader, n_classes: int, channels: i
     """The cached teacher for these args, or a freshly trained one (then cached). Returns (net, info)."""
     path = Path(cache_dir) / f"teacher_{teacher_key(args)}.pt"
     net = NETS[args.teacher_net](in_channels=channels, n_classes=n_classes)
+    state = None
     if path.exists():
-        net.load_state_dict(torch.load(path, map_location="cpu")["state_dict"])
+        try:
+            verify_torch_file(path)  # a truncated or damaged cache file is retrained, not loaded as wrong weights
+            state = torch.load(path, map_location="cpu")["state_dict"]
+        except Exception as e:  # noqa: BLE001 - any failure means the cache entry is unusable
+            log(f"teacher cache {path} is unreadable ({e}): training the teacher again")
+    if state is not None:
+        net.load_state_dict(state)
         net.to(device).eval()
         cached = True
     else:
@@ -481,23 +485,23 @@ class PolicyArgs:
     """the teacher's game (Atari name or MinAtar/<Game>)"""
     teacher: str = ""
     """the zoo teacher's directory (common.zoo layout: model.zip, config.json)"""
-    student_net: str = "auto"
+    student_net: str = arg("auto", choices=("auto", "a3c", "nature", "minatar"))
     """common.nets net of the student: auto (minatar for MinAtar games, a3c for Atari) | a3c | nature | minatar"""
     methods: list = field(default_factory=lambda: ["dafl", "dfad", "ours", "kd_noise", "kd_real"])
     """distillation methods; kd_real = distillation on real teacher rollouts (the simulator-based upper bound)"""
-    seeds: int = 1
+    seeds: int = arg(1, ">= 1")
     """student runs per method"""
     gas: dict = field(default_factory=dict)
     """GASArgs fields for every method (image_size and channels are set from the teacher)"""
     method_overrides: dict = field(default_factory=dict)
     """method -> GASArgs fields for that method only"""
-    rollout_steps: int = 5000
+    rollout_steps: int = arg(5000, ">= 10")
     """observations collected from the teacher playing the game: 80% train kd_real, 20% measure agreement"""
-    rollout_envs: int = 8
+    rollout_envs: int = arg(8, ">= 1")
     """games played in parallel for the rollouts"""
     eval: dict = field(default_factory=dict)
     """common.evaluation.EvalProtocol fields (frame_stack and size are taken from the teacher)"""
-    threads: int = 1
+    threads: int = arg(1, ">= 1")
     """torch CPU threads"""
     device: str = "cpu"
     """cpu | cuda | auto"""
@@ -513,8 +517,8 @@ class PolicyArgs:
         bad = [m for m in list(a.methods) + list(a.method_overrides) if m not in METHODS]
         if bad:
             raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-        if a.seeds < 1 or a.rollout_steps < 10 or a.rollout_envs < 1:
-            raise ValueError("seeds must be >= 1, rollout_steps >= 10 and rollout_envs >= 1")
+        if a.student_net != "auto":
+            check_net_for_game(a.student_net, a.game, where="gan_simulator policy arguments", field="student_net")
         EvalProtocol.from_dict(a.eval)
         for m in a.methods:
             method_args(m, 0, a.gas, a.method_overrides)

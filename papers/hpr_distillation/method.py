@@ -100,10 +100,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.a2c import Progress, _truncate_csv
-from common.envs import MINATAR_PREFIX, AtariProtocol, ale_game_id, dataclass_from_dict, make_vec_env
+from common.checks import arg, check_finite, fail
+from common.envs import MINATAR_PREFIX, AtariProtocol, ale_game_id, dataclass_from_dict, frame_hw, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
-from common.io import resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
-from common.nets import NetOut, init_layer
+from common.io import read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.nets import NetOut, conv_misfit, init_layer
 from common.replay import ReplayConfig, ReplayMemory, td_error_eq5
 from common.zoo import load_teacher, teacher_dir
 
@@ -125,43 +126,43 @@ class HPRArgs:
     """Atari games in CamelCase, or MinAtar/<Game> (not mixed); paper: the 4-game H-PR study / 10 games"""
     teachers: list = field(default_factory=list)
     """DQN teacher directories, one per game; empty: the zoo's teachers/dqn/<game>/expert/seed0"""
-    arch: str = "proposed"
+    arch: str = arg("proposed", choices=ARCHS)
     """student architecture: proposed | dist (Rusu 2016) | amn (Parisotto 2016)"""
-    task_convs: str | None = None
+    task_convs: str | None = arg(None, choices=TASK_CONVS)
     """proposed's per-task convs: teacher_frozen (default) | teacher_finetune | random; dist/amn: random"""
-    fc_sizes: list | None = None
+    fc_sizes: list | None = arg(None, each=">= 1")
     """hidden FC widths; default proposed [1028, 512] (paper), dist/amn [512]"""
     replay: dict = field(default_factory=dict)
     """common.replay.ReplayConfig overrides; kind: hpr (default) | rank (PR) | uniform"""
-    tau: float = 0.01
+    tau: float = arg(0.01, "> 0")
     """teacher softmax temperature of Eq. 4 (not given; Rusu et al. 2016's 0.01)"""
-    total_steps: int = 4_000_000
+    total_steps: int = arg(4_000_000, ">= 1")
     """env steps per game (every step plays each game once); paper: up to 4M"""
-    eps_start: float = 1.0
+    eps_start: float = arg(1.0, "[0, 1]")
     """acting epsilon at step 0"""
-    eps_end: float = 0.1
+    eps_end: float = arg(0.1, "[0, 1]")
     """acting epsilon after the decay"""
-    eps_decay_steps: int = 1_000_000
+    eps_decay_steps: int = arg(1_000_000, ">= 0")
     """steps of the linear epsilon decay (paper: 1M)"""
-    update_every: int = 4
+    update_every: int = arg(4, ">= 1")
     """steps between update rounds (one minibatch update per game each; paper: 4)"""
-    batch_size: int = 32
+    batch_size: int = arg(32, ">= 1")
     """experiences per minibatch (not given; DQN's 32)"""
-    learning_starts: int = 50_000
+    learning_starts: int = arg(50_000, ">= 0")
     """steps per game before the first update (not given; the Nature DQN's replay start)"""
-    lr: float = 1e-4
+    lr: float = arg(1e-4, "> 0")
     """RMSProp learning rate (not given)"""
-    rmsprop_alpha: float = 0.99
+    rmsprop_alpha: float = arg(0.99, "[0, 1)")
     """RMSProp smoothing constant"""
-    rmsprop_eps: float = 1e-5
+    rmsprop_eps: float = arg(1e-5, "> 0")
     """RMSProp epsilon"""
-    max_grad_norm: float = 0.0
+    max_grad_norm: float = arg(0.0, ">= 0")
     """global gradient-norm clip (0 = off)"""
-    vrange_steps: int = 10_000
+    vrange_steps: int = arg(10_000, ">= 1")
     """teacher steps played to measure [V_min, V_max] for the H-PR partitions (hpr only)"""
-    vrange_eps: float = 0.05
+    vrange_eps: float = arg(0.05, "[0, 1]")
     """teacher epsilon during that play"""
-    eval_every: int = 25_000
+    eval_every: int = arg(25_000, ">= 1")
     """update rounds between evaluations (paper: 25,000)"""
     eval: dict = field(default_factory=dict)
     """common.evaluation.EvalProtocol overrides; default 100,000 steps at eps 0.05, greedy, 1 env"""
@@ -171,22 +172,18 @@ class HPRArgs:
     """seeds torch, numpy, python, the envs and the replay sampling"""
     device: str = "auto"
     """auto (GPU if present) | cpu | cuda"""
-    torch_threads: int = 1
+    torch_threads: int = arg(1, ">= 1")
     """intra-op CPU threads for torch"""
-    checkpoint_every: int = 250_000
+    checkpoint_every: int = arg(250_000, ">= 0")
     """env steps per game between checkpoint boundaries (0 = none)"""
     checkpoint_replay: bool = True
     """save the replay memories in checkpoints (exact resume; GBs at paper size)"""
-    log_interval_s: float = 30.0
+    log_interval_s: float = arg(30.0, "> 0")
     """seconds between progress lines"""
 
     @classmethod
     def from_dict(cls, d: dict) -> "HPRArgs":
         a = dataclass_from_dict(cls, d, where="hpr_distillation arguments")
-        if a.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got '{a.arch}'")
-        if a.task_convs is not None and a.task_convs not in TASK_CONVS:
-            raise ValueError(f"task_convs must be one of {TASK_CONVS}, got '{a.task_convs}'")
         if a.arch != "proposed" and a.task_convs not in (None, "random"):
             raise ValueError(f"arch '{a.arch}' shares its convs across games, so they cannot come from one "
                              f"teacher: drop task_convs or set it to 'random' (got '{a.task_convs}')")
@@ -198,15 +195,16 @@ class HPRArgs:
             raise ValueError(f"games lists a game twice: {a.games}")
         if a.teachers and len(a.teachers) != len(a.games):
             raise ValueError(f"teachers must name one DQN teacher per game ({len(a.games)}), got {len(a.teachers)}")
-        if a.fc_sizes is not None and (not a.fc_sizes or not all(isinstance(n, int) and n > 0 for n in a.fc_sizes)):
-            raise ValueError(f"fc_sizes must be a non-empty list of positive ints, got {a.fc_sizes!r}")
-        for name in ("total_steps", "update_every", "batch_size", "eval_every"):
-            if getattr(a, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(a, name)}")
-        if a.tau <= 0:
-            raise ValueError(f"tau must be > 0, got {a.tau}")
+        where = "hpr_distillation arguments"
+        if a.fc_sizes is not None and not all(isinstance(n, int) for n in a.fc_sizes):
+            fail(where, "fc_sizes", a.fc_sizes, "a list of ints", "set fc_sizes to whole numbers, e.g. [512], or drop "
+                 "it for the architecture's default")
         ReplayConfig.from_dict(a.replay)  # validate early
-        AtariProtocol.from_dict(a.protocol)
+        protocol = AtariProtocol.from_dict(a.protocol)
+        why = conv_misfit(CONV_SPECS[domain(a.games[0])], frame_hw(a.games[0], protocol))
+        if why:
+            fail(where, "protocol.size", protocol.size, f"large enough for the {domain(a.games[0])} student's convs "
+                 f"({why})", "raise protocol.size (the teachers' default is 84)")
         EvalProtocol.from_dict({**EVAL_DEFAULTS, **a.eval})
         return a
 
@@ -512,7 +510,7 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
 
     # ---- checkpoint, V ranges, replay memories -----------------------------------------------------
     ckpt_path = out / "checkpoint.pt"
-    ck = torch.load(ckpt_path, map_location=device, weights_only=False) if ckpt_path.exists() else None
+    ck = read_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
     if ck is not None:
         now, then = asdict(args), ck["args"]
         changed = sorted(k for k in now if k not in RESUME_FREE and now[k] != then.get(k))
@@ -590,11 +588,9 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
         q_student = student(obs, g)
         kl = distillation_kl(q_teacher, q_student, args.tau, masks[g])
         loss = (torch.from_numpy(w).to(device) * kl).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite distillation loss ({loss.item()}) on {games[g]} at update {updates}: lower lr (now "
-                f"{args.lr}) or raise tau (now {args.tau}). The last checkpoint ({ckpt_path}) is kept; a rerun "
-                "resumes from it.")
+        check_finite(loss, {f"distillation KL on {games[g]} (Eq. 4)": kl}, label,
+                     f"update {updates} (step {step + 1:,} per game)",
+                     f"lower lr (now {args.lr}) or raise tau (now {args.tau})", ckpt_path)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.max_grad_norm > 0:

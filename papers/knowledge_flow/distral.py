@@ -73,9 +73,10 @@ import torch.nn.functional as F
 from common.a2c import (A2CArgs, Hook, Learner, Rollout, check_lockstep, decay_lr, load_policy, make_optimizer,
                          optimizer_step, run_rounds, save_policy)
 from common.cli import out_args_main
+from common.checks import arg
 from common.envs import dataclass_from_dict, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
-from common.io import resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.io import read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
 from common.nets import make_net
 
 TASK_SEED_OFFSET = 1000
@@ -90,19 +91,14 @@ FINAL_WINDOW = 0.9
 class DistralArgs:
     """Distral's regularisation (Teh et al. 2017 Eq. 1): c_KL = alpha / beta, c_Ent = (1 - alpha) / beta."""
 
-    alpha: float = 0.5
+    alpha: float = arg(0.5, "[0, 1]")
     """share of the KL term in the regularisation; < 1 = 'KL + ent', 1 = 'KL' alone"""
-    beta: float = 3000.0
+    beta: float = arg(3000.0, "> 0")
     """inverse regularisation strength, 1 / (c_KL + c_Ent)"""
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistralArgs":
-        a = dataclass_from_dict(cls, d, where="distral arguments")
-        if not 0.0 <= a.alpha <= 1.0:
-            raise ValueError(f"distral.alpha must lie in [0, 1], got {a.alpha}")
-        if not a.beta > 0.0:
-            raise ValueError(f"distral.beta must be > 0, got {a.beta}")
-        return a
+        return dataclass_from_dict(cls, d, where="distral arguments")
 
 
 @dataclass
@@ -234,7 +230,7 @@ class Distral:
                       "resumed: starting afresh", file=sys.stderr, flush=True)
                 self.ckpt_path.unlink()
             else:
-                ck = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+                ck = read_checkpoint(self.ckpt_path, device)
         envs = []
         for a in task_args:
             envs.append(make_vec_env(a.game, a.num_envs, a.protocol, num_threads=a.env_threads))

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from common.a2c import Batch, Hook
+from common.checks import arg, check_finite
 from common.envs import dataclass_from_dict
 from common.nets import LayeredNet, NetOut, init_layer
 
@@ -53,15 +54,15 @@ LINK_KEYS = ("teacher", "teacher_layer", "student_layer")
 class KFArgs:
     """Knowledge Flow arguments (beside the A2C ones); a run is a pure function of (these, A2CArgs, seed)."""
 
-    lambda1: float = 0.1
+    lambda1: float = arg(0.1, ">= 0")
     """final weight of the dependency loss l_dep (Eq. 5); ramped linearly from 0 at the start of training"""
-    lambda2: float = 0.01
+    lambda2: float = arg(0.01, ">= 0")
     """weight of the KL term KL(pi_theta || pi_theta_old) (Eq. 4)"""
-    theta_old: str = "previous"
+    theta_old: str = arg("previous", choices=("previous", "ema"))
     """previous: theta_old = the previous update's parameters | ema: exponential average (Sec. 7.6)"""
-    ema_alpha: float = 0.9
+    ema_alpha: float = arg(0.9, "[0, 1)")
     """EMA factor: theta_old <- alpha * theta_old + (1 - alpha) * theta (Sec. 7.6)"""
-    w_lr_scale: float = 1.0
+    w_lr_scale: float = arg(1.0, "> 0")
     """learning-rate multiplier for the mixing logits w (the paper is silent). Adam moves a logit by at most
     about lr per update, so p_w(student) can reach ~1 only if sum_t lr_t * w_lr_scale is large enough: the
     paper's 500k updates at lr 1e-4 (decayed) allow ~25; 25k updates at 7e-4 ~9; 5k updates ~1.75. Reduced
@@ -74,14 +75,6 @@ class KFArgs:
     @classmethod
     def from_dict(cls, d: dict) -> "KFArgs":
         a = dataclass_from_dict(cls, d, where="knowledge_flow arguments")
-        if a.theta_old not in ("previous", "ema"):
-            raise ValueError(f"theta_old must be 'previous' or 'ema', got '{a.theta_old}'")
-        if not 0.0 <= a.ema_alpha < 1.0:
-            raise ValueError(f"ema_alpha must be in [0, 1), got {a.ema_alpha}")
-        if a.w_lr_scale <= 0:
-            raise ValueError(f"w_lr_scale must be > 0, got {a.w_lr_scale}")
-        if a.lambda1 < 0 or a.lambda2 < 0:
-            raise ValueError(f"lambda1 and lambda2 must be >= 0, got {a.lambda1}, {a.lambda2}")
         for link in a.links:
             _check_link_keys(link)
         return a
@@ -355,11 +348,16 @@ class KnowledgeFlowHook(Hook):
         lam1 = self.lambda1_at(batch.progress)
         obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
         logits = out.logits.reshape(obs.shape[0], -1)
+        kl = None
         if self.args.lambda2:
             kl = policy_kl(logits, self.old_logits(agent, obs, out.extra.get("teacher_z"))).mean()
             loss, kl_log = lam1 * dep + self.args.lambda2 * kl, kl.item()                      # Eq. 4
         else:  # lambda2 = 0 (Fig. 9's "no KL"): the theta_old pass has no weight, so it is not run (logged NaN)
             loss, kl_log = lam1 * dep, float("nan")
+        check_finite(loss, {"dependency loss l_dep (Eq. 5)": dep, "KL(pi || pi_old) (Eq. 4)": kl},
+                     "Knowledge Flow", f"step {batch.step:,}", "lower the learning rate, lambda1 / lambda2 or "
+                     "w_lr_scale (an RL run's last checkpoint, <run dir>/checkpoint.pt, is kept: a rerun resumes "
+                     "from it)")
         logs = {"kf/lambda1": lam1, "kf/dep_loss": dep.item(), "kf/kl": kl_log, **agent.pw_table()}
         return loss, logs
 

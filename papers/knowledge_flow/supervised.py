@@ -83,6 +83,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.a2c import Batch
+from common.checks import arg, check_finite
 from common.envs import dataclass_from_dict
 from common.io import atomic_path, resolve_device, seed_everything, write_json
 from papers.knowledge_flow.method import (KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent, export_student,
@@ -527,9 +528,9 @@ def fit(model: nn.Module, train: Split, objective, epochs: int, batch_size: int,
     for epoch in range(epochs):
         for x, y in minibatches(train, batch_size, g):                 # in memory: randperm(n, g).split(batch_size)
             loss, _ = objective.loss(model, x, y, step / total, step)   # progress as in A2C
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step} (epoch {epoch}): lower lr "
-                                         f"(now {lr}) or the lambdas")
+            check_finite(loss, {f"{type(objective).__name__} loss": loss}, "supervised training",
+                         f"step {step} (epoch {epoch})", f"lower lr (now {lr}) or the lambdas (a supervised run keeps "
+                         "no checkpoint: a rerun starts it from scratch)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -565,7 +566,7 @@ class SupArgs:
     """classes removed from the student's training/validation sets only (Table 4: MNIST w/o digit 3)"""
     image_size: list | None = None
     """resize every dataset to [H, W] (e.g. CIFAR to STL-10's 96x96 for CIFAR teachers; ImageNet: the crop side)"""
-    val_fraction: float = 0.1
+    val_fraction: float = arg(0.1, "(0, 1)")
     """share of the training set held out for choosing lambdas (and KD's T, alpha)"""
     split_seed: int = 0
     """seed of the train/validation split (fixed across methods and seeds)"""
@@ -581,29 +582,29 @@ class SupArgs:
     """baseline | finetune:<teacher> | kd:<teacher> | kf:<teacher>[+<teacher>...]"""
     links: str | list = "same"
     """'same' (each student layer <- the teacher layer of the same name) or explicit KFArgs-style links"""
-    epochs: int = 20
+    epochs: int = arg(20, ">= 1")
     """passes over the training set, every method and teacher (unless a teacher sets its own)"""
-    batch_size: int = 64
+    batch_size: int = arg(64, ">= 1")
     """minibatch size"""
-    lr: float = 1e-3
+    lr: float = arg(1e-3, "> 0")
     """Adam learning rate"""
-    lambda1_grid: list = field(default_factory=lambda: [0.05, 0.1, 0.5])
+    lambda1_grid: list = arg(factory=lambda: [0.05, 0.1, 0.5], each=">= 0")
     """final lambda1 (ramped from 0) candidates, chosen on validation"""
-    lambda2_grid: list = field(default_factory=lambda: [0.001, 0.01, 0.05])
+    lambda2_grid: list = arg(factory=lambda: [0.001, 0.01, 0.05], each=">= 0")
     """lambda2 candidates, chosen on validation"""
-    theta_old: str = "previous"
+    theta_old: str = arg("previous", choices=("previous", "ema"))
     """previous: the previous step's parameters | ema (Sec. 7.6)"""
-    ema_alpha: float = 0.9
+    ema_alpha: float = arg(0.9, "[0, 1)")
     """EMA factor when theta_old is ema"""
-    kd_temperature_grid: list = field(default_factory=lambda: [2.0, 4.0, 8.0])
+    kd_temperature_grid: list = arg(factory=lambda: [2.0, 4.0, 8.0], each="> 0")
     """Hinton KD temperatures, chosen on validation"""
-    kd_alpha_grid: list = field(default_factory=lambda: [0.5, 0.9])
+    kd_alpha_grid: list = arg(factory=lambda: [0.5, 0.9], each="[0, 1]")
     """Hinton KD soft-target weights, chosen on validation"""
-    seeds: int = 3
+    seeds: int = arg(3, ">= 1")
     """runs per method (seeds 0..seeds-1), averaged (Sec. 4.2: three)"""
     teacher_seed: int = 1000
     """seed of every teacher's training"""
-    threads: int = 1
+    threads: int = arg(1, ">= 1")
     """torch CPU threads"""
     device: str = "cpu"
     """torch device of the data and nets: cpu | cuda | auto (the paper's DenseNet / ResNet presets are GPU jobs)"""
@@ -643,10 +644,6 @@ class SupArgs:
                     raise ValueError(f"method '{m}' names teacher '{t}', but the teachers are {names}")
             if kind in ("finetune", "kd") and "+" in rest:
                 raise ValueError(f"method '{m}': {kind} takes exactly one teacher")
-        if a.theta_old not in ("previous", "ema"):
-            raise ValueError(f"theta_old must be 'previous' or 'ema', got '{a.theta_old}'")
-        if a.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {a.seeds}")
         return a
 
 
@@ -659,7 +656,7 @@ class TeacherSpec:
     classes: list | None = None
     drop_train_classes: list = field(default_factory=list)
     net: dict = field(default_factory=lambda: {"hidden": [64, 64]})
-    epochs: int | None = None
+    epochs: int | None = arg(None, ">= 1")
 
 
 def make_net(spec: dict, task: Task) -> LayeredClassifier:
