@@ -35,7 +35,8 @@ Metrics (an arm's ``source``), each giving per stratum one value per seed:
 
 * ``json``: ``path`` (template, ``{seed}`` = every seed directory present), ``key`` (dotted; a dict is reduced
   with ``reduce``: max | min | mean);
-* ``csv_rows``: one CSV for all seeds (GAS's results.csv): rows with ``method``, value ``column`` (or every
+* ``csv_rows``: one CSV for all seeds (GAS's results.csv): rows with ``method`` (one name, or ``{stratum:
+  name}``), value ``column`` (or every
   column matching the glob ``columns``, reduced per row with ``reduce``);
 * ``curve``: a per-seed CSV curve (``x``, ``y``, optional ``filter: {column: value}``) reduced by ``stat``:
   ``last_mean`` (mean of the last ``window`` rows), ``max``, ``plateau`` (how much the curve still rises: mean of
@@ -257,8 +258,13 @@ def _arm_values(ctx: Context, arm: dict, stratum: str) -> np.ndarray:
         if not p.exists():
             return np.array([])
         df = pd.read_csv(p)
-        if arm.get("method") is not None:
-            df = df[df["method"].astype(str) == str(arm["method"])]
+        method = arm.get("method")
+        if isinstance(method, dict):  # {stratum: method}: the same role has another name in each preset
+            method = next((m for k, m in method.items() if slug(k) == slug(stratum)), None)
+            if method is None:
+                return np.array([])
+        if method is not None:
+            df = df[df["method"].astype(str) == str(method)]
         if arm.get("columns"):
             cols = [c for c in df.columns if fnmatch.fnmatch(c, arm["columns"])]
             vals = [_reduce(r, arm.get("reduce", "min")) for r in df[cols].to_numpy(dtype=float)] if cols else []

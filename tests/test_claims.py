@@ -286,3 +286,15 @@ def test_quotes_are_verbatim_where_the_paper_texts_are(paper):
     missing = [c["id"] for c in cl.load_claims(REPO / f"papers/{paper}/claims.yaml")["claims"]
                if norm(c["quote"]) not in body]
     assert not missing
+
+
+def test_csv_rows_method_per_stratum(tmp_path):
+    p = tmp_path / "runs/t/sup/mnist_kd/results.csv"
+    p.parent.mkdir(parents=True)
+    pd.DataFrame({"method": ["kf:mlp1200", "kd:mlp1200", "kf:big"], "seed": [0, 0, 0],
+                  "test_error": [0.7, 0.8, 9.0]}).to_csv(p, index=False)
+    arm = {"source": "csv_rows", "path": "runs/{tier}/sup/{stratum}/results.csv", "column": "test_error",
+           "method": {"mnist_kd": "kf:mlp1200", "digits_kd": "kf:big"}}
+    ctx = cl.Context(tmp_path, "t")
+    assert cl.arm_values(ctx, arm, "mnist_kd").tolist() == [0.7]
+    assert cl.arm_values(ctx, arm, "cifar100_kd").size == 0      # no name for that stratum: not run
