@@ -563,8 +563,10 @@ def write_outputs(df: pd.DataFrame, tier: str, out_md, out_csv) -> None:
              "| paper | claim | where | paper's evidence | ours | n seeds | verdict |",
              "|---|---|---|---|---|---:|---|"]
     for r in df.itertuples(index=False):
-        lines.append(f"| {r.paper} | **{r.id}**: {_cell(r.claim)} | {_cell(r.where)} | "
-                     f"{_cell(r.paper_evidence)} | {_cell(r.ours) or '-'} | {r.n_seeds} | {r.verdict} |")
+        pe = _cell(r.paper_effect)
+        evidence = _cell(r.paper_evidence) + (f" (effect {pe})" if pe else "")
+        lines.append(f"| {r.paper} | **{r.id}**: {_cell(r.claim)} | {_cell(r.where)} | {evidence} | "
+                     f"{_cell(r.ours) or '-'} | {r.n_seeds} | {r.verdict} |")
     lines += ["", "Per claim: the paper's words, the test, and what was checked (preconditions, censoring, "
               "per-stratum intervals):", ""]
     for r in df.itertuples(index=False):
