@@ -456,12 +456,14 @@ class _Run:
         self.starts = torch.ones(obs.shape[0], dtype=torch.bool)
 
     # -- collect: one rollout step of this run (inference mode) -------------------------------------
-    def act(self, t: int, device) -> torch.Tensor:
+    def act(self, t: int, device, out=None) -> torch.Tensor:
         """Record the observation at step t and sample this run's actions for it (on `device`: the caller moves
-        every run's actions to the CPU at once, one device sync per step for all runs)."""
+        every run's actions to the CPU at once, one device sync per step for all runs). `out`: the agent's output
+        on this observation, where the caller computed it (for several runs at once)."""
         self.obs_buf[t] = self.obs
         self.start_buf[t] = self.starts
-        out = self.agent(self.obs.to(device), self.state, self.starts.to(device))
+        if out is None:
+            out = self.agent(self.obs.to(device), self.state, self.starts.to(device))
         self.state = out.state
         a = sample_actions(F.softmax(out.logits, -1), self.sampler)
         self.val_dev[t] = out.value  # copied to val_buf once per rollout

@@ -2,7 +2,9 @@
 
 :class:`LoopEngine` calls each run's own agent on its own envs' observations: a run computes the same numbers in
 a job of any size as alone, bit for bit on the CPU. It serves every agent and hook (Knowledge Flow students,
-cA3C's LSTM, Distral).
+cA3C's LSTM, Distral). An agent class may define ``forward_many(agents, obs, states, starts) -> [NetOut]`` for the
+rollout's forward of several runs at once (Knowledge Flow evaluates the frozen teachers its students share once
+per step, on all runs' observations together); it must return what each agent's own forward would.
 
 :class:`StackedEngine` holds the K runs' parameters stacked ([K, ...] per tensor, ``torch.func.stack_module_state``)
 and evaluates all K networks in one batched call (``torch.vmap`` over ``torch.func.functional_call``): one
@@ -44,7 +46,15 @@ class LoopEngine:
             decay_lr(r.opt, r.args, frac)
 
     def act(self, t: int) -> list[torch.Tensor]:
-        return [r.act(t, self.device) for r in self.runs]
+        runs, dev = self.runs, self.device
+        agents = [r.agent for r in runs]
+        many = getattr(type(agents[0]), "forward_many", None)
+        if len(runs) > 1 and many is not None and all(type(a) is type(agents[0]) for a in agents):
+            # the agents' own batched forward (Knowledge Flow: frozen teachers the runs share run once for all)
+            outs = many(agents, [r.obs.to(dev) for r in runs], [r.state for r in runs],
+                        [r.starts.to(dev) for r in runs])
+            return [r.act(t, dev, out=o) for r, o in zip(runs, outs)]
+        return [r.act(t, dev) for r in runs]
 
     def value_fn(self, k: int):
         agent = self.runs[k].agent

@@ -234,6 +234,32 @@ class KnowledgeFlowStudent(nn.Module):
                   if any(src[0] == m for src in self.needed)}
             return {(m, i): zs[m][i] for m, i in self.needed}
 
+    @staticmethod
+    def forward_many(students: list["KnowledgeFlowStudent"], obs: list, states=None, starts=None) -> list[NetOut]:
+        """The rollout forward of several runs' students (common.multirun.LoopEngine): each frozen teacher that
+        students share (the same module) runs once, on all their observations together, and each student gets its
+        rows. On the CPU the teachers' outputs on the joined batch equal those on each run's batch bit for bit
+        (tests/test_kf_train.py checks a three-run job against the runs alone)."""
+        groups: dict[tuple, list[int]] = {}
+        for k, s in enumerate(students):
+            groups.setdefault(tuple(id(t) for t in s.teachers), []).append(k)
+        outs: list[NetOut | None] = [None] * len(students)
+        for members in groups.values():
+            lead = students[members[0]]
+            needed = sorted({src for k in members for src in students[k].needed})
+            joined = torch.cat([obs[k] for k in members])
+            with torch.no_grad():
+                zs = {m: teacher_preacts(t, joined) for m, t in enumerate(lead.teachers)
+                      if any(src[0] == m for src in needed)}
+            bounds = [0]
+            for k in members:
+                bounds.append(bounds[-1] + obs[k].shape[0])
+            for j, k in enumerate(members):
+                z = {src: zs[src[0]][src[1]][bounds[j]:bounds[j + 1]] for src in students[k].needed}
+                students[k]._cache_rollout(obs[k], z)
+                outs[k] = students[k].forward(obs[k], teacher_z=z)
+        return outs
+
     def forward(self, obs: torch.Tensor, state=None, starts=None, teacher_z=None) -> NetOut:
         """One forward pass; `teacher_z` (from ``extra['teacher_z']``) skips re-running the teachers."""
         if teacher_z is None:
