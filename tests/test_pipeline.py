@@ -140,3 +140,17 @@ def test_runs_per_job_trains_a_cells_seeds_in_one_job(tmp_path):
     assert "kf_train_seeds0_1" in r.stdout and "kf_train_seed0" not in r.stdout
     cmd = next(line for line in r.stdout.splitlines() if "knowledge_flow.train" in line and "baseline/Breakout" in line)
     assert "baseline/Breakout/seed0 runs/smoke/knowledge_flow/baseline/Breakout/seed1 --args '[" in cmd
+
+
+def test_grouped_and_single_seed_jobs_write_each_seed_to_its_own_directory(tmp_path):
+    """Real runs: a rule defined in a loop must not read the loop variable when its job runs (snakemake evaluates a
+    rule's shell command then, when the variable holds the last group of the last loop)."""
+    for rpj, d in ((1, tmp_path / "single"), (2, tmp_path / "grouped")):
+        snake("--cores", "2", "runs/smoke/knowledge_flow/baseline/Breakout/seed1/model.pt",
+              "--configfile", str(ROOT / "config/smoke.yaml"), "--config", f"runs_per_job={rpj}", "--directory", str(d))
+        seeds = [0, 1] if rpj == 2 else [1]
+        for s in seeds:
+            cfg = json.loads((d / f"runs/smoke/knowledge_flow/baseline/Breakout/seed{s}/config.json").read_text())
+            assert cfg["a2c"]["seed"] == s
+        if rpj == 1:
+            assert not (d / "runs/smoke/knowledge_flow/baseline/Breakout/seed0").exists()

@@ -58,6 +58,11 @@ rule cdrl_alignment:
         " --out $(dirname {output.alignment}) --args '{params.args}' 2> {log}"
 
 
+def _cdrl_outs(seeds):
+    """The run directories of a job training `seeds` (a params function, as papers/knowledge_flow/rules.smk)."""
+    return lambda wildcards: " ".join(f"{CD_RUNS}/{wildcards.run}/seed{s}" for s in seeds)
+
+
 def _cdrl_train_args(seeds):
     """The --args of a job training `seeds` of one run (one seed: a mapping; several: the list the runner takes)."""
     def args(wildcards, threads):
@@ -84,6 +89,8 @@ for _seeds in seed_groups(int(CD.get("seeds", 0)), config.get("runs_per_job", 1)
             run="|".join(cdrl_plan.RUNS),
         params:
             args=_cdrl_train_args(_seeds),
+            outs=_cdrl_outs(_seeds),
+            batch=f"--batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "",
         log:
             f"logs/{TIER}/cdrl/{{run}}_{_name}.log",
         benchmark:
@@ -96,9 +103,7 @@ for _seeds in seed_groups(int(CD.get("seeds", 0)), config.get("runs_per_job", 1)
                 2 if wc.run == "collaborative_bowling" else 1) // 12_000,
             gpu=int(config.get("device", "auto") == "cuda"),
         shell:
-            "{PY} -m papers.cdrl.train --out " + " ".join(f"{CD_RUNS}/{{wildcards.run}}/seed{s}" for s in _seeds) +
-            " --args '{params.args}'" + (f" --batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "") +
-            " 2> {log}"
+            "{PY} -m papers.cdrl.train --out {params.outs} --args '{params.args}' {params.batch} 2> {log}"
 
 
 rule cdrl_figure:

@@ -14,6 +14,12 @@ TABLE2_METHODS = ["baseline"] + (list(kf_plan.TABLE2) if KF.get("table2") else [
 KF_EXPERIMENTS = list(kf_plan.experiments(config))
 
 
+def _kf_outs(seeds):
+    """The run directories of a job training `seeds` (a params function: directives evaluated when a job runs must
+    not read the loop variable below, which by then holds the last group of the last loop)."""
+    return lambda wildcards: " ".join(f"{KF_RUNS}/{wildcards.method}/{wildcards.game}/seed{s}" for s in seeds)
+
+
 def _kf_train_args(seeds):
     """The --args of a job training `seeds` (one run: a mapping; several: the list the multi-run form takes)."""
     def args(wildcards, threads):
@@ -41,6 +47,8 @@ for _seeds in seed_groups(KF_MAX_SEEDS, config.get("runs_per_job", 1)):
             method="baseline|finetune|kf_[a-z0-9_]+",
         params:
             args=_kf_train_args(_seeds),
+            outs=_kf_outs(_seeds),
+            batch=f"--batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "",
         log:
             f"logs/{TIER}/knowledge_flow/{{method}}_{{game}}_{_name}.log",
         benchmark:
@@ -51,10 +59,7 @@ for _seeds in seed_groups(KF_MAX_SEEDS, config.get("runs_per_job", 1)):
             runtime=30 + len(_seeds) * KF["a2c"]["total_steps"] // 20_000,  # minutes, at >= 350 steps/s per run
             gpu=int(config.get("device", "auto") == "cuda"),
         shell:
-            "{PY} -m papers.knowledge_flow.train --out " + " ".join(
-                f"{KF_RUNS}/{{wildcards.method}}/{{wildcards.game}}/seed{s}" for s in _seeds) +
-            " --args '{params.args}'" + (f" --batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "") +
-            " 2> {log}"
+            "{PY} -m papers.knowledge_flow.train --out {params.outs} --args '{params.args}' {params.batch} 2> {log}"
 
 
 rule kf_eval:
