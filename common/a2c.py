@@ -40,6 +40,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,7 +54,8 @@ import torch.nn.functional as F
 from common.checks import arg, check_fields
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
 from common.multirun import check_memory, make_engine
-from common.io import atomic_path, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.io import (atomic_path, read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state,
+                       torch_save, write_json)
 from common.nets import NETS, check_net_for_game, make_net
 
 CURVE_FIELDS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
@@ -560,19 +562,25 @@ class _Run:
         final = self.hook.final(agent)
         if final:  # e.g. Knowledge Flow: how far p_w(student) is from 1 at the end
             write_json(out / "final.json", final)
-        os.replace(self.stats_tmp, out / "train_stats.csv")
-        os.replace(self.curve_tmp, out / "curve.csv")  # last: curve.csv's presence marks a finished run
+        # the final CSVs are copies: the partial ones stay until the checkpoint is gone, so a job killed anywhere in
+        # here (or whose outputs the pipeline deletes before a rerun) resumes from intact files
+        for tmp, final in ((self.stats_tmp, out / "train_stats.csv"), (self.curve_tmp, out / "curve.csv")):
+            with atomic_path(final) as part:  # curve.csv last: its presence marks a finished run
+                shutil.copyfile(tmp, part)
         if self.own_checkpoint:
             self.ckpt_path.unlink(missing_ok=True)
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the partial CSVs of a finished run (a driver with its own checkpoint calls it after removing it)."""
+        for p in (self.curve_tmp, self.stats_tmp):
+            p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, device) -> dict:
-    """A learner checkpoint; a clear error naming the file if it cannot be read."""
-    try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
-        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({e}); delete it to restart this run "
-                           "from scratch (the run loses what it had trained).") from e
+    """A learner checkpoint, checked whole first (common.io.read_checkpoint: a truncated or bit-flipped file stops
+    with one error naming the file and the fix)."""
+    return read_checkpoint(path, device)
 
 
 class Learner:
@@ -768,6 +776,12 @@ class Learner:
         """Close the CSV (and TensorBoard) files; called before finish() and on any exit."""
         for r in self.runs:
             r.close()
+
+    def cleanup(self) -> None:
+        """Remove every run's partial CSVs: for drivers with their own checkpoint (own_checkpoint=False), after
+        they removed it."""
+        for r in self.runs:
+            r.cleanup()
 
     def finish(self) -> dict | list[dict]:
         """Write every run's model.pt, final.json, train_stats.csv and curve.csv; one summary (K = 1) or a list."""

@@ -139,6 +139,8 @@ class Collaborative:
         rs = self.source.finish()
         rt = self.target.finish()   # last: the target's curve.csv marks the finished run
         self.ckpt_path.unlink(missing_ok=True)
+        self.source.cleanup()       # the partial CSVs a resume would need, now that no checkpoint is left
+        self.target.cleanup()
         return {**rt, "source": rs}
 
 

@@ -322,6 +322,8 @@ class Distral:
                     tasks=list(self.run_args.tasks))
         result = first.finish()  # last: task 1's curve.csv marks the finished run
         self.ckpt_path.unlink(missing_ok=True)
+        for lr in self.learners:  # the partial CSVs a resume would need, now that no checkpoint is left
+            lr.cleanup()
         return {**result, "tasks": others}
 
 
