@@ -22,7 +22,7 @@ validate(config, workflow.source_path("config/schema.yaml"))
 
 from common.pipeline import check_config
 
-check_config(config)
+check_config(config)  # the paper-independent keys; each paper's rules.smk checks its own section when it loads
 TIER = config["tier"]
 PY = sys.executable  # the interpreter snakemake runs in, whatever is first on PATH
 

@@ -1,41 +1,30 @@
-"""Helpers the Snakemake rules share: config checks by name and run arguments as JSON."""
+"""Helpers the Snakemake rules share: the paper-independent config checks, game names, seed groups and the
+evaluation protocol as JSON. Each paper checks its own config section from its own rules file (``plan.check`` or
+``check_tier_config``, called at the top of ``papers/<paper>/rules.smk``); nothing here knows a paper."""
 
 from __future__ import annotations
 
 import json
 
-from common.a2c import A2CArgs
+from common.checks import Range, check_value
 from common.envs import ale_game_id, make_vec_env
-from common.evaluation import EvalProtocol
 
 
 def check_config(config: dict) -> None:
-    """Fail at load time, naming the key or game, before any job starts."""
-    kf = config["knowledge_flow"]
-    A2CArgs.from_dict(kf["a2c"])
-    EvalProtocol.from_dict(kf.get("eval"))
-    from papers.knowledge_flow import plan as kf_plan
-    from papers.knowledge_flow.method import KFArgs
+    """The top-level keys every paper's rules read, checked when the Snakefile loads (before any paper's
+    section), with the one-line error of :func:`common.checks.fail`."""
+    for name in ("threads_per_run", "runs_per_job"):
+        check_value("config", name, config.get(name), Range.parse(">= 1"), default=1)
 
-    kf_plan.check(config)
-    KFArgs.from_dict({k: v for k, v in kf.get("kf", {}).items() if k != "links"})
-    if "cdrl" in config:
-        from papers.cdrl import plan as cdrl_plan
 
-        cdrl_plan.check(config)
-    for g in (list(kf["games"]) + list(kf.get("table2", {})) + kf_plan.all_teacher_games(config)
-              + kf_plan.table7_games(config)):
+def check_games(games) -> None:
+    """Each game an Atari game ale-py ships a ROM for (CamelCase, as the papers write them) or a MinAtar id
+    (``MinAtar/<Game>``); a clear error naming the first that is neither."""
+    for g in games:
         if g.startswith("MinAtar/"):
             make_vec_env(g, 1).close()
         else:
             ale_game_id(g)
-
-
-def a2c_args(section: dict, game: str, seed: int, threads: int, device: str) -> str:
-    """The A2CArgs of one run as a JSON string for the command line."""
-    d = dict(section, game=game, seed=int(seed), torch_threads=int(threads), device=device)
-    A2CArgs.from_dict(d)
-    return json.dumps(d)
 
 
 def seed_groups(n_seeds: int, runs_per_job: int) -> list[list[int]]:

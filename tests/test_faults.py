@@ -218,16 +218,33 @@ def test_cross_field_and_teacher_ranges():
 
 
 def test_the_snakefile_load_time_check_catches_a_range_error():
-    """common.pipeline.check_config (run when the Snakefile loads) fails on a bad range before any job."""
+    """The checks run when the Snakefile loads fail on a bad range before any job: common.pipeline.check_config
+    (the paper-independent keys) and each paper's own check, here Knowledge Flow's papers.knowledge_flow.plan.check
+    (called at the top of papers/knowledge_flow/rules.smk) and cA3C's papers.cdrl.plan.check."""
+    import copy
+
     import yaml
 
     from common.pipeline import check_config
+    from papers.cdrl import plan as cdrl_plan
+    from papers.knowledge_flow import plan as kf_plan
 
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     check_config(config)
-    config["knowledge_flow"]["a2c"]["gamma"] = 1.5
+    kf_plan.check(config)
+    cdrl_plan.check(config)
+    bad = copy.deepcopy(config)
+    bad["knowledge_flow"]["a2c"]["gamma"] = 1.5
     with pytest.raises(ValueError, match=r"a2c arguments: gamma must be in \[0, 1\], got 1.5"):
-        check_config(config)
+        kf_plan.check(bad)
+    bad = copy.deepcopy(config)
+    bad["cdrl"]["a2c"]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"a2c arguments: lr must be > 0, got -1.0"):
+        cdrl_plan.check(bad)
+    bad = copy.deepcopy(config)
+    bad["runs_per_job"] = 0
+    with pytest.raises(ValueError, match=r"config: runs_per_job must be >= 1, got 0"):
+        check_config(bad)
 
 
 # =====================================================================================================

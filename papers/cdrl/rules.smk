@@ -5,6 +5,8 @@ from common.pipeline import seed_groups
 from papers.cdrl import plan as cdrl_plan
 
 CD = config.get("cdrl") or {}  # a tier without a cdrl section (config/recorded/*) leaves cA3C out
+if CD:
+    cdrl_plan.check(config)  # the cdrl section: schedules and every run's arguments, before any job starts
 CD_RUNS = f"runs/{TIER}/cdrl"
 CD_SEEDS = range(CD.get("seeds", 0))
 CD_EXPERTS = [cdrl_plan.expert_dir(config, TIER, g) for g in (cdrl_plan.SOURCE, cdrl_plan.TARGET)]

@@ -48,7 +48,9 @@ import json
 import re
 
 from common.a2c import A2CArgs
-from papers.knowledge_flow.method import sample_lambdas
+from common.evaluation import EvalProtocol
+from common.pipeline import check_games
+from papers.knowledge_flow.method import KFArgs, sample_lambdas
 
 # run-directory name -> (Table 2 column, key in config table2)
 TABLE2 = {"kf_expert": ("Ours w/ expert", "expert"), "kf_non_expert": ("Ours w/ non-expert", "non_expert"),
@@ -238,6 +240,18 @@ def check_table7(config: dict) -> None:
 
 
 def check(config: dict) -> None:
+    """Config errors in the knowledge_flow section, named before any job starts (papers/knowledge_flow/rules.smk
+    calls it when it loads): the A3C, evaluation and Knowledge Flow arguments by name, table2, the experiments and
+    table7 (:func:`check_runs`), and every game a run or teacher is trained on."""
+    kf = config["knowledge_flow"]
+    A2CArgs.from_dict(kf["a2c"])
+    EvalProtocol.from_dict(kf.get("eval"))
+    check_runs(config)
+    KFArgs.from_dict({k: v for k, v in kf.get("kf", {}).items() if k != "links"})
+    check_games(list(kf["games"]) + list(kf.get("table2", {})) + all_teacher_games(config) + table7_games(config))
+
+
+def check_runs(config: dict) -> None:
     """Config errors in table2, the experiments and table7, named before any job starts."""
     kf = config["knowledge_flow"]
     for game, entry in kf.get("table2", {}).items():

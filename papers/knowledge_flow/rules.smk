@@ -6,6 +6,7 @@
 from common.pipeline import eval_protocol, seed_groups
 from papers.knowledge_flow import plan as kf_plan
 
+kf_plan.check(config)  # the knowledge_flow section: arguments by name, runs and games, before any job starts
 KF = config["knowledge_flow"]
 KF_RUNS = f"runs/{TIER}/knowledge_flow"
 KF_SEEDS = range(KF["seeds"])
