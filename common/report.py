@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path
-from common.stats import top_k
+from common.stats import MIN_SEEDS_IQM, top_k
 
 REPORTED_COLUMNS = ("table", "row", "column", "value", "source")
 MISSING_MARKERS = {"", "n/a", "na", "nan", "-", "—", "–"}
@@ -55,9 +55,87 @@ def load_reported(path) -> pd.DataFrame:
     return df.assign(value_num=nums, approx=approx)
 
 
+# ------------------------------------------------------------------------------------ the all-seeds view
+# Issue 15's rule, for every table: below MIN_SEEDS_IQM seeds each seed's value and their mean [min, max]
+# (no IQM, no interval); from MIN_SEEDS_IQM seeds the IQM [95% stratified-bootstrap CI]. The column's name
+# says which (all_seeds_header); a table whose cells have both kinds says so in its name.
+def fmt_value(x, digits: int = 4) -> str:
+    """A measured value (a seed's score, a min or max): _fmt's significant digits, trailing zeros dropped."""
+    t = _fmt(x, digits)
+    return t.rstrip("0").rstrip(".") if "." in t else t
+
+
+def fmt_stat(x, digits: int = 4) -> str:
+    """A computed statistic (a mean, an IQM, an interval's end): as fmt_value, keeping one decimal ('3.0')."""
+    t = _fmt(x, digits)
+    if "." not in t:
+        return t
+    t = t.rstrip("0")
+    return t + "0" if t.endswith(".") else t
+
+
+def fmt_per_seed(values) -> str:
+    """'1, 2, 6': each seed's value in seed order."""
+    return ", ".join(fmt_value(float(v)) for v in values)
+
+
+def all_seeds_cell(s) -> str:
+    """One group's all-seeds cell from stats.seed_stats/summarise fields: below MIN_SEEDS_IQM seeds
+    'mean [min, max]' ('3.0 [1, 6]'), from MIN_SEEDS_IQM 'IQM [low, high]'; one seed: its value."""
+    n = int(s["n_seeds"])
+    if n == 0:
+        return NOT_RUN
+    if n == 1:
+        return fmt_value(s["mean"])
+    if n < MIN_SEEDS_IQM:
+        return f"{fmt_stat(s['mean'])} [{fmt_value(s['min'])}, {fmt_value(s['max'])}]"
+    return f"{fmt_stat(s['iqm'])} [{fmt_stat(s['iqm_low'])}, {fmt_stat(s['iqm_high'])}]"
+
+
+def all_seeds_header(n_seeds, prefix: str = "ours") -> str:
+    """The all-seeds column's name for cells with these seed counts (0 = not run, ignored): '<prefix> mean
+    [min, max]' below MIN_SEEDS_IQM, '<prefix> IQM [95% CI]' from it, both named when the table has both."""
+    ns = {int(n) for n in n_seeds if int(n) > 0}
+    few, many = any(n < MIN_SEEDS_IQM for n in ns), any(n >= MIN_SEEDS_IQM for n in ns)
+    if few and many:
+        return f"{prefix} IQM [95% CI] (>= {MIN_SEEDS_IQM} seeds) or mean [min, max] (< {MIN_SEEDS_IQM} seeds)"
+    return f"{prefix} IQM [95% CI]" if many else f"{prefix} mean [min, max]"
+
+
+def per_seed_header(prefix: str = "ours") -> str:
+    return f"{prefix} per seed"
+
+
+def all_seeds_caption(n_seeds, prefix: str = "ours") -> str:
+    """A caption sentence saying what the all-seeds columns of all_seeds_header(n_seeds, prefix) hold."""
+    ns = {int(n) for n in n_seeds if int(n) > 0}
+    parts = []
+    if any(n < MIN_SEEDS_IQM for n in ns):
+        parts.append(f"'{prefix} mean [min, max]' = the mean of all seeds and the lowest and highest seed (below "
+                     f"{MIN_SEEDS_IQM} seeds no IQM or bootstrap interval is computed: so few seeds give no "
+                     "calibrated 95% interval)")
+    if any(n >= MIN_SEEDS_IQM for n in ns):
+        parts.append(f"'{prefix} IQM [95% CI]' = the interquartile mean of all seeds with its 95% stratified-"
+                     "bootstrap interval (rliable, 2,000 resamples, seed 0)")
+    parts.append(f"'{per_seed_header(prefix)}' = every seed's value, in seed order")
+    return "; ".join(parts) + "."
+
+
+def all_seeds_view(summary: pd.DataFrame, prefix: str = "ours") -> pd.DataFrame:
+    """The two all-seeds columns (all_seeds_header, per_seed_header) of stats.summarise-shaped rows, same index."""
+    head = all_seeds_header(summary["n_seeds"], prefix)
+    return pd.DataFrame({head: [all_seeds_cell(r) for _, r in summary.iterrows()],
+                         per_seed_header(prefix): [fmt_per_seed(r["per_seed"]) if int(r["n_seeds"]) else NOT_RUN
+                                                   for _, r in summary.iterrows()]}, index=summary.index)
+
+
 def comparison_table(ours: pd.DataFrame, reported: pd.DataFrame, table: str, row_col: str = "game",
                      column_map: dict[str, str] | None = None, method_col: str = "method") -> pd.DataFrame:
-    """Paper vs ours for one reported table: one row per (paper row, paper column); unrun rows say "not run"."""
+    """Paper vs ours for one reported table: one row per (paper row, paper column); unrun rows say "not run".
+
+    Columns: row, column, method, paper, paper_approx, ours_topk (paper protocol), the all-seeds cell under
+    all_seeds_header (mean [min, max] below MIN_SEEDS_IQM seeds, IQM [95% CI] from it), 'ours per seed',
+    n_seeds, ratio."""
     # column_map: {reported column (paper's method name) -> our value of `method_col`}; ours is stats.summarise
     # output. ratio = ours_topk / paper (NaN where the paper has no number or 0). Order: the paper's rows
     # first, as in the paper, then rows we ran that the paper does not report (paper = NaN).
@@ -84,15 +162,16 @@ def comparison_table(ours: pd.DataFrame, reported: pd.DataFrame, table: str, row
                        paper_approx=bool(hit["approx"].iloc[0]) if len(hit) else False)
             if (method, row) in mine.index:
                 s = mine.loc[(method, row)]
-                rec.update(ours_topk=s["topk_mean"], ours_iqm=s["iqm"],
-                           ours_iqm_ci=f"[{_fmt(s['iqm_low'])}, {_fmt(s['iqm_high'])}]", n_seeds=int(s["n_seeds"]),
+                rec.update(ours_topk=s["topk_mean"], all_seeds=all_seeds_cell(s), per_seed=fmt_per_seed(s["per_seed"]),
+                           n_seeds=int(s["n_seeds"]),
                            ratio=s["topk_mean"] / paper if np.isfinite(paper) and paper != 0 else np.nan)
             else:
-                rec.update(ours_topk=NOT_RUN, ours_iqm=NOT_RUN, ours_iqm_ci=NOT_RUN, n_seeds=0, ratio=np.nan)
+                rec.update(ours_topk=NOT_RUN, all_seeds=NOT_RUN, per_seed=NOT_RUN, n_seeds=0, ratio=np.nan)
             out.append(rec)
-    cols = ["row", "column", "method", "paper", "paper_approx", "ours_topk", "ours_iqm", "ours_iqm_ci",
-            "n_seeds", "ratio"]
-    return pd.DataFrame(out, columns=cols)
+    cols = ["row", "column", "method", "paper", "paper_approx", "ours_topk", "all_seeds", "per_seed", "n_seeds",
+            "ratio"]
+    df = pd.DataFrame(out, columns=cols)
+    return df.rename(columns={"all_seeds": all_seeds_header(df["n_seeds"]), "per_seed": per_seed_header()})
 
 
 # ------------------------------------------------------------------------------------------- markdown

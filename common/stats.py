@@ -1,8 +1,16 @@
-"""Sweeps and statistics: per-seed hyperparameters, top-k (paper protocol), IQM with stratified bootstrap CIs.
+"""Sweeps and statistics: per-seed hyperparameters, top-k (paper protocol), the all-seeds view.
 
 Every table is reported twice (STYLE.md): the papers' protocol, the mean of the best k of n seeds, and the
-honest all-seeds view, the interquartile mean (IQM) with a 95% stratified bootstrap interval as rliable
-(Agarwal et al., 2021) computes it. All functions are pure: numbers in, numbers out.
+honest all-seeds view. The all-seeds view depends on how many seeds there are (issue 15's rule):
+
+* below ``MIN_SEEDS_IQM`` (5) seeds: each seed's value and their mean [min, max], no IQM and no interval
+  (a 25%-trimmed mean of 2-4 values trims nothing, and a bootstrap of so few values is only their range,
+  not a calibrated 95% interval);
+* from ``MIN_SEEDS_IQM`` seeds: the interquartile mean (IQM) with a 95% stratified bootstrap interval as
+  rliable (Agarwal et al., 2021) computes it.
+
+:func:`seed_stats` and :func:`summarise` apply the rule; :func:`iqm_ci` refuses fewer seeds. All functions
+are pure: numbers in, numbers out (common.report formats them).
 
 Bootstrap backend
 -----------------
@@ -25,6 +33,9 @@ from rliable import library as rly  # needs pandas<3 (see "Bootstrap backend")
 
 CURVE_COLUMNS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
 DEFAULT_BY = ("method", "game")
+MIN_SEEDS_IQM = 5
+"""from this many seeds (runs per task) the all-seeds view is the IQM and its stratified-bootstrap 95% CI;
+below it, the per-seed values and their mean [min, max] (issue 15)"""
 
 
 # ----------------------------------------------------------------------------------------------- sweeps
@@ -75,18 +86,18 @@ def _seeded_global_rng(seed: int):
 
 def iqm_ci(scores_by_task: dict[str, np.ndarray], reps: int = 2000, seed: int = 0,
            size: float = 0.95) -> tuple[float, float, float]:
-    """IQM over all runs of all tasks and its stratified bootstrap CI (runs resampled within each task)."""
-    # n_runs == 1 everywhere: no spread to resample, the interval is the point. With 2-3 runs the interval
-    # is still computed but is only as wide as the few runs allow (it never leaves [min, max]): read it as
-    # a rough range, not a calibrated 95% interval.
+    """IQM over all runs of all tasks and its stratified bootstrap CI (runs resampled within each task).
+
+    Every task needs at least MIN_SEEDS_IQM runs: with fewer, the bootstrap interval is no 95% interval (it
+    is at most the runs' [min, max]); report seed_stats' per-seed values and mean [min, max] instead."""
     cols = [np.asarray(v, dtype=float).ravel() for v in scores_by_task.values()]
-    if not cols or any(len(c) == 0 for c in cols):
-        raise ValueError(f"iqm_ci: every task needs at least one score, got sizes {[len(c) for c in cols]}")
+    if not cols or min(len(c) for c in cols) < MIN_SEEDS_IQM:
+        raise ValueError(f"iqm_ci: every task needs at least {MIN_SEEDS_IQM} runs for an IQM with a 95% interval, "
+                         f"got sizes {[len(c) for c in cols]}; below that report the per-seed values and mean "
+                         "[min, max] (stats.seed_stats)")
     if not all(np.isfinite(c).all() for c in cols):
         raise ValueError("iqm_ci: scores contain NaN/inf; drop failed runs first (summarise does)")
     point = iqm(np.concatenate(cols))
-    if max(len(c) for c in cols) == 1:
-        return point, point, point
     equal = len({len(c) for c in cols}) == 1
     data = np.stack(cols, axis=1) if equal else [c[:, None] for c in cols]
     with _seeded_global_rng(seed):
@@ -101,20 +112,43 @@ def iqm_ci_single(x, reps: int = 2000, seed: int = 0, size: float = 0.95) -> tup
     return iqm_ci({"task": x}, reps=reps, seed=seed, size=size)
 
 
+def seed_stats(x, reps: int = 2000, seed: int = 0) -> dict:
+    """The all-seeds view of one group's per-seed values (in seed order; NaN = a failed run, dropped).
+
+    n_seeds, mean, min, max, median and per_seed (the values, a tuple) always; iqm, iqm_low, iqm_high (IQM and
+    its 95% bootstrap CI) from MIN_SEEDS_IQM seeds, NaN below."""
+    x = np.asarray(x, dtype=float).ravel()
+    x = x[~np.isnan(x)]
+    out = {"n_seeds": len(x), "mean": np.nan, "min": np.nan, "max": np.nan, "median": np.nan,
+           "per_seed": tuple(float(v) for v in x), "iqm": np.nan, "iqm_low": np.nan, "iqm_high": np.nan}
+    if len(x):
+        out.update(mean=float(x.mean()), min=float(x.min()), max=float(x.max()), median=float(np.median(x)))
+    if len(x) >= MIN_SEEDS_IQM:
+        out["iqm"], out["iqm_low"], out["iqm_high"] = iqm_ci_single(x, reps=reps, seed=seed)
+    return out
+
+
+SUMMARY_COLUMNS = ("n_seeds", "topk_mean", "topk_std", "mean", "min", "max", "median", "per_seed", "iqm", "iqm_low",
+                   "iqm_high")
+
+
 def summarise(df: pd.DataFrame, score: str = "score", by=DEFAULT_BY, k: int = 3,
-              reps: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per group: n_seeds, topk_mean, topk_std (paper protocol), iqm [iqm_low, iqm_high], mean, median."""
+              reps: int = 2000, seed: int = 0, seed_col: str = "seed") -> pd.DataFrame:
+    """One row per group: n_seeds, topk_mean, topk_std (paper protocol), then seed_stats' all-seeds view: mean,
+    min, max, median, per_seed (in `seed_col` order where the frame has it) and, from MIN_SEEDS_IQM seeds,
+    iqm [iqm_low, iqm_high] (NaN below)."""
     by = list(by)
     rows = []
-    for key, g in df[df[score].notna()].groupby(by, sort=True):
+    d = df[df[score].notna()]
+    if seed_col in d.columns:
+        d = d.sort_values(seed_col, kind="mergesort")
+    for key, g in d.groupby(by, sort=True):
         x = g[score].to_numpy(dtype=float)
         best = np.sort(x)[::-1][:k]  # same values as top_k (ties only change which seed, not the value)
-        point, low, high = iqm_ci_single(x, reps=reps, seed=seed)
-        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)),
-                         n_seeds=len(x), topk_mean=best.mean(), topk_std=best.std(ddof=1) if len(best) > 1 else np.nan,
-                         iqm=point, iqm_low=low, iqm_high=high, mean=x.mean(), median=float(np.median(x))))
-    cols = by + ["n_seeds", "topk_mean", "topk_std", "iqm", "iqm_low", "iqm_high", "mean", "median"]
-    return pd.DataFrame(rows, columns=cols)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                     "topk_mean": best.mean(), "topk_std": best.std(ddof=1) if len(best) > 1 else np.nan,
+                     **seed_stats(x, reps=reps, seed=seed)})
+    return pd.DataFrame(rows, columns=by + list(SUMMARY_COLUMNS))
 
 
 # ---------------------------------------------------------------------------------------------- curves

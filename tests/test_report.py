@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.report import (comparison_table, git_commit, load_reported, machine_description, plot_curves,
-                           to_markdown, write_report_page)
+from common.report import (all_seeds_caption, all_seeds_cell, all_seeds_header, all_seeds_view, comparison_table,
+                           fmt_per_seed, git_commit, load_reported, machine_description, plot_curves, to_markdown,
+                           write_report_page)
+from common.stats import seed_stats, summarise
 
 REPORTED = """table,row,column,value,source
 Table 2,Pong,KF,20,"Table 2, p.7; OCR of the PDF text"
@@ -51,35 +53,85 @@ def test_load_reported_bad_columns_and_values(tmp_path):
 
 
 def _ours():
-    # stats.summarise-shaped rows (hand numbers)
+    # stats.summarise-shaped rows (hand numbers): kf has 5 seeds per game except Seaquest (3); a2c Pong has 4
+    nan = np.nan
     return pd.DataFrame({
         "method": ["kf", "kf", "kf", "kf", "kf", "a2c"],
         "game": ["Pong", "Breakout", "Seaquest", "Qbert", "MsPacman", "Pong"],
         "n_seeds": [5, 5, 3, 5, 5, 4],
-        "topk_mean": [21.0, 200.0, 300.0, 50.0, 900.0, 9.25],
-        "topk_std": 1.0, "iqm": [19.5, 150.0, 250.0, 40.0, 800.0, 8.0],
-        "iqm_low": [18.25, 120.0, 200.0, 30.0, 700.0, 7.0], "iqm_high": [20.5, 180.0, 290.0, 45.0, 880.0, 9.0],
-        "mean": 0.0, "median": 0.0,
+        "topk_mean": [21.0, 200.0, 3.0, 50.0, 900.0, 9.0],
+        "topk_std": 1.0,
+        "mean": [19.3, 150.0, 3.0, 40.0, 800.0, 8.5], "min": [17.0, 100.0, 1.0, 30.0, 700.0, 7.0],
+        "max": [21.0, 200.0, 6.0, 50.0, 900.0, 10.0], "median": 0.0,
+        "per_seed": [(17.0, 19.0, 19.5, 20.0, 21.0), (100.0, 120.0, 150.0, 180.0, 200.0), (1.0, 2.0, 6.0),
+                     (30.0, 35.0, 40.0, 45.0, 50.0), (700.0, 750.0, 800.0, 850.0, 900.0), (7.0, 8.0, 9.0, 10.0)],
+        "iqm": [19.5, 150.0, nan, 40.0, 800.0, nan],
+        "iqm_low": [18.25, 120.0, nan, 30.0, 700.0, nan], "iqm_high": [20.5, 180.0, nan, 45.0, 880.0, nan],
     })
+
+
+MIXED = "ours IQM [95% CI] (>= 5 seeds) or mean [min, max] (< 5 seeds)"
 
 
 def test_comparison_table_ratio_and_not_run(reported):
     t = comparison_table(_ours(), reported, "Table 2", "game", {"KF": "kf", "A3C": "a2c"})
+    assert list(t.columns) == ["row", "column", "method", "paper", "paper_approx", "ours_topk", MIXED,
+                               "ours per seed", "n_seeds", "ratio"]  # 3- and 4-seed cells beside 5-seed ones
     kf = t[t.column == "KF"].set_index("row")
     assert list(kf.index) == ["Pong", "Breakout", "Seaquest", "Qbert", "Alien", "MsPacman"]  # paper order, then ours
     assert kf.loc["Pong", "ratio"] == pytest.approx(21 / 20)
     assert kf.loc["Breakout", "ratio"] == pytest.approx(0.5) and kf.loc["Breakout", "paper_approx"]
     assert np.isnan(kf.loc["Seaquest", "ratio"])  # paper n/a
     assert np.isnan(kf.loc["Qbert", "ratio"])  # paper 0
-    assert (kf.loc["Alien", ["ours_topk", "ours_iqm", "ours_iqm_ci"]] == "not run").all()
+    assert (kf.loc["Alien", ["ours_topk", MIXED, "ours per seed"]] == "not run").all()
     assert kf.loc["Alien", "n_seeds"] == 0 and kf.loc["Alien", "paper"] == 1500 and np.isnan(kf.loc["Alien", "ratio"])
     assert np.isnan(kf.loc["MsPacman", "paper"]) and kf.loc["MsPacman", "ours_topk"] == 900.0  # ran, paper lacks it
-    assert kf.loc["Pong", "ours_iqm_ci"] == "[18.25, 20.50]" and kf.loc["Pong", "n_seeds"] == 5
+    # 5 seeds: IQM [95% CI]; 3 seeds: mean [min, max] and the seeds themselves, no IQM
+    assert kf.loc["Pong", MIXED] == "19.5 [18.25, 20.5]" and kf.loc["Pong", "n_seeds"] == 5
+    assert kf.loc["Pong", "ours per seed"] == "17, 19, 19.5, 20, 21"
+    assert kf.loc["Seaquest", MIXED] == "3.0 [1, 6]" and kf.loc["Seaquest", "ours per seed"] == "1, 2, 6"
     a3c = t[t.column == "A3C"].set_index("row")
-    assert list(a3c.index) == ["Pong"] and a3c.loc["Pong", "ratio"] == pytest.approx(9.25 / 18.5)
+    assert list(a3c.index) == ["Pong"] and a3c.loc["Pong", "ratio"] == pytest.approx(9.0 / 18.5)
+    assert a3c.loc["Pong", MIXED] == "8.5 [7, 10]" and a3c.loc["Pong", "ours per seed"] == "7, 8, 9, 10"
     assert 99 not in t.paper.tolist()  # Table 3 stays out
     with pytest.raises(ValueError, match="Table 9"):
         comparison_table(_ours(), reported, "Table 9", "game", {"KF": "kf"})
+
+
+def test_comparison_table_header_changes_with_seeds(reported):
+    ours = _ours()
+    few = comparison_table(ours[ours.method == "a2c"], reported, "Table 2", "game", {"A3C": "a2c"})
+    assert "ours mean [min, max]" in few.columns and not any("IQM" in c for c in few.columns)
+    many = comparison_table(ours[ours.n_seeds == 5], reported, "Table 2", "game", {"KF": "kf"})
+    assert "ours IQM [95% CI]" in many.columns and not any("min, max" in c for c in many.columns)
+    assert many.set_index("row").loc["Breakout", "ours IQM [95% CI]"] == "150.0 [120.0, 180.0]"
+    md = to_markdown(few, "t")
+    assert "| ours_topk | ours mean [min, max] | ours per seed |" in md and "| 8.5 [7, 10] | 7, 8, 9, 10 |" in md
+
+
+def test_all_seeds_cells_by_hand():
+    # 3 seeds [1, 2, 6]: mean 3, range [1, 6], each seed listed; no IQM
+    s3 = seed_stats([1.0, 2.0, 6.0])
+    assert all_seeds_cell(s3) == "3.0 [1, 6]" and fmt_per_seed(s3["per_seed"]) == "1, 2, 6"
+    # 5 seeds [10, 2, 30, 1, 6]: IQM = trim_mean(0.25) of 1, 2, 6, 10, 30 = mean(2, 6, 10) = 6; rliable's percentile
+    # interval under seed 0 = the exact bootstrap's [4/3, 70/3] (tests/test_stats.py works it out)
+    assert all_seeds_cell(seed_stats([10.0, 2.0, 30.0, 1.0, 6.0])) == "6.0 [1.333, 23.33]"
+    assert all_seeds_cell(seed_stats([4.5])) == "4.5"  # one seed: its value
+    assert all_seeds_cell(seed_stats([])) == "not run"
+    assert all_seeds_header([3, 4, 0]) == "ours mean [min, max]"  # 0 = not run, ignored
+    assert all_seeds_header([5, 10, 0], "eval") == "eval IQM [95% CI]"
+    assert all_seeds_header([2, 5]) == MIXED
+    few, many = all_seeds_caption([3]), all_seeds_caption([5])
+    assert "no IQM or bootstrap interval" in few and "IQM [95% CI]" not in few
+    assert "stratified-bootstrap" in many and "mean [min, max]" not in many and "in seed order" in many
+
+
+def test_all_seeds_view_of_summarise():
+    df = pd.DataFrame({"method": "m", "game": ["a"] * 3 + ["b"] * 2, "seed": [1, 0, 2, 0, 1],
+                       "score": [2.0, 1.0, 6.0, 5.0, 5.0]})
+    v = all_seeds_view(summarise(df, k=1), prefix="final")
+    assert list(v.columns) == ["final mean [min, max]", "final per seed"]
+    assert v.iloc[:, 0].tolist() == ["3.0 [1, 6]", "5.0 [5, 5]"] and v.iloc[:, 1].tolist() == ["1, 2, 6", "5, 5"]
 
 
 def test_to_markdown_by_hand():

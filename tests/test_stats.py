@@ -1,11 +1,16 @@
-"""common/stats.py against hand-computed values: IQM, top-k with ties, seeded sweeps, bootstrap CIs, curves."""
+"""common/stats.py against hand-computed values: IQM, top-k with ties, seeded sweeps, bootstrap CIs, the all-seeds
+view (per-seed values and mean [min, max] below 5 seeds, IQM [95% CI] from 5), curves."""
+
+import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from common import stats
-from common.stats import curve_to_grid, iqm, iqm_ci, iqm_ci_single, sample_hparams, summarise, top_k, top_k_mean
+from scipy import stats as sps
+
+from common.stats import (MIN_SEEDS_IQM, curve_to_grid, iqm, iqm_ci, iqm_ci_single, sample_hparams, seed_stats,
+                          summarise, top_k, top_k_mean)
 
 KF_GRID = {"lambda1": [0.05, 0.1, 0.5], "lambda2": [0.001, 0.01, 0.05]}
 
@@ -66,17 +71,34 @@ def test_top_k_mean_by_hand():
     assert m.loc["Breakout", "topk_n"] == 3 and m.loc["Breakout", "topk_mean"] == pytest.approx(23 / 3)
 
 
-def test_iqm_ci_two_runs_by_hand():
-    # resamples of [1, 2]: {1,1}, {1,2}, {2,2} -> IQM 1, 1.5, 2 with P(1) = P(2) = 1/4: the 95% interval is [1, 2]
-    assert iqm_ci_single([1.0, 2.0]) == (1.5, 1.0, 2.0)
+def test_iqm_ci_refuses_fewer_than_five_runs():
+    assert MIN_SEEDS_IQM == 5
+    for x in ([3.0], [1.0, 2.0], [1.0, 2.0, 6.0], [1.0, 2.0, 6.0, 10.0]):
+        with pytest.raises(ValueError, match=r"at least 5 runs.*mean \[min, max\]"):
+            iqm_ci_single(x)
+    with pytest.raises(ValueError, match=r"sizes \[5, 4\]"):  # every task (stratum) needs 5
+        iqm_ci({"a": np.zeros(5), "b": np.ones(4)})
+
+
+def test_iqm_ci_five_runs_by_hand():
+    x = [10.0, 2.0, 30.0, 1.0, 6.0]
+    # sorted 1, 2, 6, 10, 30; trim floor(0.25 * 5) = 1 value at each end -> mean(2, 6, 10) = 6
+    assert iqm(x) == 6.0 == sps.trim_mean(sorted(x), 0.25)
+    # exact bootstrap distribution: all 5^5 equally likely resamples; its 2.5% / 97.5% percentiles are
+    # 4/3 (e.g. {1, 1, 1, 2, 2} -> mean(1, 1, 2)) and 70/3 (e.g. {6, 10, 30, 30, 30} -> mean(10, 30, 30))
+    a = np.array(x)
+    exact = np.percentile([iqm(a[list(i)]) for i in itertools.product(range(5), repeat=5)], [2.5, 97.5])
+    np.testing.assert_allclose(exact, [4 / 3, 70 / 3])
+    p, lo, hi = iqm_ci_single(x, reps=2000, seed=0)  # rliable's 2,000 resamples under seed 0 give the same
+    assert p == 6.0 and lo == pytest.approx(4 / 3) and hi == pytest.approx(70 / 3)
 
 
 def test_iqm_ci_is_stratified():
     # each resample keeps 10 runs of each task: 10 zeros + 10 hundreds -> IQM 50, always
     assert iqm_ci({"a": np.zeros(10), "b": np.full(10, 100.0)}) == (50.0, 50.0, 50.0)
-    # unequal runs: 4 zeros + 8 hundreds; trim 3 each end -> mean(0, 100 x5) = 500/6, always
-    p, lo, hi = iqm_ci({"a": np.zeros(4), "b": np.full(8, 100.0)}, reps=200)
-    assert p == lo == hi == pytest.approx(500 / 6)
+    # unequal runs: 5 zeros + 10 hundreds; trim floor(15 / 4) = 3 each end -> mean(0, 0, 100 x7) = 700/9, always
+    p, lo, hi = iqm_ci({"a": np.zeros(5), "b": np.full(10, 100.0)}, reps=200)
+    assert p == lo == hi == pytest.approx(700 / 9)
 
 
 def test_iqm_ci_contains_point_shrinks_and_is_seeded():
@@ -90,11 +112,20 @@ def test_iqm_ci_contains_point_shrinks_and_is_seeded():
     assert iqm_ci_single(x[:5], reps=1000) == (p5, lo5, hi5)  # same seed, same interval
     assert iqm_ci_single(x[:25], reps=1000, seed=1) != (p25, lo25, hi25)
     assert (np.random.get_state()[1] == before).all()  # the global RNG is left as it was
-    assert iqm_ci_single([3.0]) == (3.0, 3.0, 3.0)  # one run: interval = point
-    p3, lo3, hi3 = iqm_ci_single([1.0, 2.0, 10.0], reps=500)  # few runs: still an interval within [min, max]
-    assert 1.0 <= lo3 <= p3 <= hi3 <= 10.0
     with pytest.raises(ValueError, match="NaN"):
-        iqm_ci_single([1.0, np.nan])
+        iqm_ci_single([1.0, 2.0, 3.0, 4.0, np.nan])
+
+
+def test_seed_stats_below_five_seeds_has_no_iqm():
+    s = seed_stats([1.0, 2.0, 6.0])
+    assert (s["n_seeds"], s["mean"], s["min"], s["max"], s["median"]) == (3, 3.0, 1.0, 6.0, 2.0)
+    assert s["per_seed"] == (1.0, 2.0, 6.0)  # seed order, as given
+    assert np.isnan(s["iqm"]) and np.isnan(s["iqm_low"]) and np.isnan(s["iqm_high"])
+    assert seed_stats([4.0, np.nan])["per_seed"] == (4.0,)  # a failed run is dropped
+    assert seed_stats([])["n_seeds"] == 0 and np.isnan(seed_stats([])["mean"])
+    five = seed_stats([10.0, 2.0, 30.0, 1.0, 6.0])
+    assert five["mean"] == 9.8 and five["iqm"] == 6.0
+    assert (five["iqm_low"], five["iqm_high"]) == pytest.approx((4 / 3, 70 / 3))
 
 
 def test_summarise_by_hand():
@@ -102,9 +133,23 @@ def test_summarise_by_hand():
     s = summarise(df, k=3, reps=300).iloc[0]
     assert (s.method, s.game, s.n_seeds) == ("kf", "Pong", 8)  # the NaN (failed) run is not counted
     assert s.topk_mean == 7.0 and s.topk_std == 1.0  # 8, 7, 6
-    assert s.iqm == 4.5 and s["mean"] == 4.5 and s["median"] == 4.5
+    assert s.iqm == 4.5 and s["mean"] == 4.5 and s["median"] == 4.5  # IQM: drop 1, 2 and 7, 8 -> mean(3..6)
     assert s.iqm_low <= 4.5 <= s.iqm_high
+    assert (s["min"], s["max"], s.per_seed) == (1.0, 8.0, tuple(range(1, 9)))
     assert list(summarise(_runs(), k=2, reps=100).game) == ["Breakout", "Pong"]
+
+
+def test_summarise_below_five_seeds_by_hand():
+    # seeds out of order in the frame: per_seed follows the seed column (seed 0: 1, seed 1: 2, seed 2: 6)
+    df = pd.DataFrame({"method": "kf", "game": "Pong", "seed": [2, 0, 1], "score": [6.0, 1.0, 2.0]})
+    s = summarise(df, k=2).iloc[0]
+    assert s.n_seeds == 3 and s.topk_mean == 4.0  # best 2 of 3: 6, 2
+    assert (s["mean"], s["min"], s["max"], s.per_seed) == (3.0, 1.0, 6.0, (1.0, 2.0, 6.0))
+    assert np.isnan(s.iqm) and np.isnan(s.iqm_low) and np.isnan(s.iqm_high)  # no IQM, no interval
+    both = summarise(_runs(), k=2, reps=200).set_index("game")  # Pong 5 seeds, Breakout 3 (one NaN)
+    assert np.isfinite(both.loc["Pong", "iqm"]) and np.isnan(both.loc["Breakout", "iqm"])
+    assert both.loc["Pong", "iqm"] == 7.0  # sorted 1, 5, 7, 9, 9 -> mean(5, 7, 9)
+    assert both.loc["Breakout", "per_seed"] == (9.0, 5.0, 9.0)
 
 
 def test_curve_to_grid_by_hand():
