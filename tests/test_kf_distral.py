@@ -267,6 +267,11 @@ def test_table7_puts_distral_m1_m0_and_kf_next_to_the_paper(tmp_path):
     assert float(t.loc[(hero, "Ours"), "ratio"]) == pytest.approx(500 / 30928)
     assert float(t.loc[(hero, "Distral m0"), "ours_topk"]) == 60.0 and t.loc[(hero, "Ours"), "n_seeds"] == 2
     assert t.loc[("KungFuMaster+Hero+Seaquest", "Distral"), "ours_topk"] == "not run"   # the paper's other rows
+    # 2 seeds: the seeds and their mean [min, max], no IQM or interval (issue 15)
+    assert not any("iqm" in c.lower() for c in t.columns)
+    assert t.loc[(hero, "Distral"), "ours mean [min, max]"] == "150.0 [100, 200]"
+    assert t.loc[(hero, "Distral"), "ours per seed"] == "100, 200"
     md = out["md"].read_text()
+    assert "no IQM or bootstrap interval" in md and "ours_iqm" not in md
     assert "alpha 0.5, beta 3000.0" in md and "| Hero+Seaquest+Riverraid | 2 | 0.15" in md
     assert "| kf_seaquest_riverraid | Hero | 2 |" in md and out["png"].stat().st_size > 1000

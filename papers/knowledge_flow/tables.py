@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_path, read_json
-from common.report import comparison_table, git_commit, load_reported, plot_curves, plot_facets, to_markdown
-from common.stats import curve_to_grid, summarise
+from common.report import (all_seeds_caption, all_seeds_view, comparison_table, git_commit, load_reported, plot_curves,
+                           plot_facets, to_markdown)
+from common.stats import MIN_SEEDS_IQM, curve_to_grid, summarise
 
 
 def run_files(root: Path, name: str) -> list[tuple[str, int, Path]]:
@@ -32,13 +33,8 @@ def run_files(root: Path, name: str) -> list[tuple[str, int, Path]]:
             if f.parent.name.removeprefix("seed").isdigit()]
 
 
-FEW_SEEDS = 5
-"""below this many seeds per cell the all-seeds columns are no IQM and no 95% interval (caption says so)"""
-
-
 def provenance(run_dirs: list[Path], n_seeds: int) -> str:
-    """The end of every caption: budget, seeds, evaluation protocol and commit, read from the runs themselves,
-    and what the all-seeds columns mean with fewer than FEW_SEEDS seeds."""
+    """The end of every caption: budget, seeds, evaluation protocol and commit, read from the runs themselves."""
     found = [f for d in run_dirs if d.exists() for _, _, f in run_files(d, "eval.json")]
     parts = []
     if found:
@@ -51,11 +47,9 @@ def provenance(run_dirs: list[Path], n_seeds: int) -> str:
             parts.append(f"Evaluation: {p.get('episodes')} whole games per seed, up to {p.get('noop_max')} no-op starts, "
                          f"{p.get('policy')} policy, frame cap {p.get('max_frames'):,}, raw game score.")
     parts.append(f"Seeds: {n_seeds} per cell. Commit {git_commit()}.")
-    if n_seeds < FEW_SEEDS:
-        parts.append(f"With {n_seeds} < {FEW_SEEDS} seeds, ours_iqm is the plain mean of the seeds and ours_iqm_ci their "
-                     "[min, max] (a 25%-trimmed mean of so few values trims nothing, and their bootstrap cannot leave "
-                     "their range): not a 95% interval; read the seeds' spread, and the claims scorecard "
-                     "(results/<tier>/claims.md) gives no verdict beyond inconclusive.")
+    if n_seeds < MIN_SEEDS_IQM:
+        parts.append(f"With fewer than {MIN_SEEDS_IQM} seeds the claims scorecard (results/<tier>/claims.md) gives no "
+                     "verdict beyond inconclusive.")
     return " " + " ".join(parts)
 
 
@@ -87,10 +81,10 @@ def baseline(a) -> None:
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     caption = (f"Knowledge Flow Table 2, A3C columns: paper vs ours ({a.tier} tier). ours_topk = mean of the top "
-               f"{a.top_k} of {n} seeds (paper protocol: top 3 of 25); ours_iqm = all-seeds interquartile mean "
-               f"with its 95% stratified-bootstrap interval. 'A3C baseline' is the authors' own implementation, "
-               f"'A3C' the numbers of Mnih et al. 2016 (human starts, not our no-op protocol); ratio = ours_topk / "
-               f"paper." + provenance([Path(a.runs)], n))
+               f"{a.top_k} of {n} seeds (paper protocol: top 3 of 25); " + all_seeds_caption(table["n_seeds"])
+               + " 'A3C baseline' is the authors' own implementation, "
+               "'A3C' the numbers of Mnih et al. 2016 (human starts, not our no-op protocol); ratio = ours_topk / "
+               "paper." + provenance([Path(a.runs)], n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     per_game = curves.assign(group=curves.game)
@@ -161,8 +155,8 @@ def table2(a) -> None:
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     caption = (f"Knowledge Flow Table 2: paper vs ours ({a.tier} tier). ours_topk = mean of the top {a.top_k} of "
-               f"{n} seeds (paper protocol: top 3 of 25); ours_iqm = all-seeds interquartile mean with its 95% "
-               "stratified-bootstrap interval; ratio = ours_topk / paper. Teachers are experts of their own games, "
+               f"{n} seeds (paper protocol: top 3 of 25); " + all_seeds_caption(table["n_seeds"])
+               + " ratio = ours_topk / paper. Teachers are experts of their own games, "
                "as the paper's table prints them (config knowledge_flow.table2); 'A3C' is Mnih et al. 2016's "
                "number, compared with our A3C baseline. The evaluated student is the exported independent network "
                "(no teacher, Q or w); see independence.md for how far each run ended from p_w(student) = 1. 'A3C' "
@@ -213,13 +207,14 @@ def experiment(a) -> None:
         table = comparison_table(ours, rep, table_name, row_col="game", column_map=cmap)
         what = "paper vs ours"
     else:
-        table = ours.rename(columns={"game": "row"})
+        table = pd.concat([ours[["game", "method", "n_seeds", "topk_mean"]].rename(
+            columns={"game": "row", "topk_mean": "ours_topk"}), all_seeds_view(ours)], axis=1)
         what = "ours (the paper gives no numbers for it)"
     table["method"] = table["method"].map(lambda m: names.get(m, m))
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     caption = (f"Knowledge Flow {table_name} ({a.name}): {what}, {a.tier} tier. ours_topk = mean of the top {a.top_k} "
-               f"of {n} seeds; ours_iqm = all-seeds IQM with its 95% stratified-bootstrap interval; ratio = "
+               f"of {n} seeds; " + all_seeds_caption(table["n_seeds"]) + " ratio = "
                "ours_topk / paper. Paper numbers of the ablation figures are the final rewards quoted in the text. "
                "Curves: training returns of the net being trained (Knowledge Flow: the mixed net, teachers included)."
                + provenance([runs / m for m in methods], n))
@@ -276,8 +271,8 @@ def table7(a) -> None:
                "the full 18-action set; its task-1 policy m1 is the paper's 'Distral' column, its distilled policy m0 "
                "is the 'Distral m0' rows (the paper gives no number). Ours = Knowledge Flow on task 1 with the experts "
                "of tasks 2 and 3 as teachers (the run kf_<task2>_<task3>), on its game's minimal action set. "
-               f"ours_topk = mean of the top {a.top_k} of {n} seeds (paper protocol: top 3 of 25); ours_iqm = "
-               "all-seeds IQM with its 95% stratified-bootstrap interval; ratio = ours_topk / paper."
+               f"ours_topk = mean of the top {a.top_k} of {n} seeds (paper protocol: top 3 of 25); "
+               + all_seeds_caption(table["n_seeds"]) + " ratio = ours_topk / paper."
                + provenance([runs / table7_kf_method(t) for t in spec["triples"]], n))
     cells = {(table7_kf_method(t), t[0]) for t in spec["triples"]}
     ind = independence_table(runs, sorted({m for m, _ in cells}))
