@@ -126,14 +126,17 @@ def test_table1_by_hand(tmp_path):
           "--out-csv", str(out / "t1.csv"), "--out-md", str(out / "t1.md"), "--out-fig", str(out / "fig3.png")])
     t = pd.read_csv(out / "t1.csv", keep_default_na=False).set_index(["row", "column"])
     # proposed, Breakout: best evaluations 250 and 230 -> 125% and 115%, mean 120; final 220, 230 -> 110%, 115%,
-    # IQM of two values = their mean 112.5
+    # two seeds: no IQM, their mean [min, max] = 112.5 [110, 115] and each seed (issue 15)
     b = t.loc[("Breakout", "Proposed")]
-    assert float(b.ours) == pytest.approx(120.0) and float(b.ours_final_iqm) == pytest.approx(112.5)
+    assert float(b.ours) == pytest.approx(120.0) and b["ours_final mean [min, max]"] == "112.5 [110, 115]"
+    assert b["ours_final per seed"] == "110, 115" and not any("iqm" in c.lower() for c in t.columns)
     assert b.n_seeds == 2 and b.paper == 106.2 and float(b.ratio) == pytest.approx(120.0 / 106.2)
     # Pong: best 20 and 18 -> 100% and 90%, mean 95
     assert float(t.loc[("Pong", "Proposed")].ours) == pytest.approx(95.0)
     # Freeway ran but its teacher scored -1: n/a, not "not run"
     assert t.loc[("Freeway", "Proposed")].ours == "n/a" and t.loc[("Freeway", "Proposed")].n_seeds == 2
+    assert t.loc[("Freeway", "Proposed")]["ours_final mean [min, max]"] == "n/a"
+    assert t.loc[("Qbert", "Proposed")]["ours_final mean [min, max]"] == "not run"
     assert t.loc[("Qbert", "Proposed")].ours == "not run"
     # geometric mean: n/a, since Freeway has no %; for DIST likewise
     assert t.loc[("Geometric Mean", "Proposed")].ours == ""  # NaN
@@ -150,6 +153,9 @@ def test_table1_by_hand(tmp_path):
     t = pd.read_csv(out / "t1.csv", keep_default_na=False).set_index(["row", "column"])
     g = t.loc[("Geometric Mean", "Proposed")]
     assert float(g.ours) == pytest.approx(math.sqrt(120 * 95)) and g.paper == 103.8
+    # final: Breakout 110%, 115% -> mean 112.5; Pong 19, 18 -> 95%, 90% -> mean 92.5; sqrt(112.5 * 92.5) = 102.01
+    assert g["ours_final mean [min, max]"] == "102.0" and g["ours_final per seed"] == ""
+    assert t.loc[("Breakout", "Teacher (score)")]["ours_final mean [min, max]"] == "200"
 
 
 def test_threshold_table_by_hand(tmp_path):
@@ -182,6 +188,9 @@ def test_threshold_table_by_hand(tmp_path):
     f4 = pd.read_csv(out / "f4.csv")
     sc = f4[f4.table == "scores"].set_index("sampler")
     assert sc.loc["H-PR", "best_mean"] == 400 and sc.loc["Uniform", "final_mean"] == pytest.approx(315.0)
+    # final evaluations: Uniform 350, 280 -> 315.0 [280, 350]; no IQM with two seeds
+    assert sc.loc["Uniform", "final mean [min, max]"] == "315.0 [280, 350]"
+    assert sc.loc["Uniform", "final per seed"] == "350, 280" and "final_iqm" not in f4.columns
     assert f4[(f4.table == "steps_to_threshold") & (f4.sampler == "H-PR")].paper_ratio.iloc[0] == 0.5
 
 

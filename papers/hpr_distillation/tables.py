@@ -16,8 +16,9 @@ env_steps, eval_score) and eval.json (the final evaluation per game), written by
 * **best**: the highest evaluation score over training: Table 1 reports "the best multi-task networks under
   each architecture", each approach run "with three random seeds" and "the averaged results" reported, so
   the paper's protocol is the mean over seeds of each seed's best evaluation;
-* **final**: the last evaluation (eval.json), the honest all-seeds view: its IQM over seeds with a 95%
-  stratified-bootstrap interval (common.stats).
+* **final**: the last evaluation (eval.json), the honest all-seeds view (common.stats, common.report): every
+  seed's value and their mean [min, max] below 5 seeds, the IQM with its 95% stratified-bootstrap interval
+  from 5.
 
 % of teacher = 100 * student score / teacher score, the teacher scored under the students' own protocol
 (papers/hpr_distillation/teacher_play.py); n/a where the teacher scores <= 0 (a percentage of it means
@@ -34,17 +35,15 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_path, read_json
-from common.report import comparison_table, git_commit, load_reported, plot_facets, save_figure, to_markdown
-from common.stats import summarise
+from common.report import (all_seeds_caption, all_seeds_header, all_seeds_view, comparison_table, fmt_stat, fmt_value,
+                           git_commit, load_reported, per_seed_header, plot_facets, save_figure, to_markdown)
+from common.stats import MIN_SEEDS_IQM, summarise
 
 X_LABEL = "mini-batch updates per game"
-FEW_SEEDS = 5
-"""below this many seeds the all-seeds columns are no IQM and no 95% interval (the captions say so)"""
 
 
-def provenance(runs_root: Path, runs, n_seeds: int, iqm_cols: str | None = "ours_final_iqm [CI]") -> str:
-    """The end of a caption: budget, evaluation protocol, seeds and commit, read from the first run found, and
-    what the all-seeds columns mean with fewer than FEW_SEEDS seeds."""
+def provenance(runs_root: Path, runs, n_seeds: int) -> str:
+    """The end of a caption: budget, evaluation protocol, seeds and commit, read from the first run found."""
     parts = []
     for run in dict.fromkeys(runs):
         cfgs = sorted((runs_root / run).glob("seed*/config.json"))
@@ -56,10 +55,6 @@ def provenance(runs_root: Path, runs, n_seeds: int, iqm_cols: str | None = "ours
                          f"epsilon {ev.get('epsilon')}.")
             break
     parts.append(f"Seeds: {n_seeds}. Commit {git_commit()}.")
-    if iqm_cols and n_seeds < FEW_SEEDS:
-        parts.append(f"With {n_seeds} < {FEW_SEEDS} seeds, {iqm_cols} is the plain mean of the seeds and their "
-                     "[min, max] (a 25%-trimmed mean of so few values trims nothing, and their bootstrap cannot leave "
-                     "their range): not a 95% interval.")
     return " " + " ".join(parts)
 
 
@@ -133,8 +128,9 @@ def table1_frame(scores: pd.DataFrame, teacher_scores: dict[str, float], reporte
     """Table 1 paper vs ours: teacher scores, % of teacher per (game, architecture), the geometric mean.
 
     scores: (label = arch, game, seed, best, final); arch_columns: {paper column: arch}, e.g. {"DIST": "dist"}.
-    Columns: row, column, method, paper, paper_approx, ours (mean over seeds of the best-evaluation %),
-    ours_final_iqm, ours_final_iqm_ci (all-seeds IQM of the final-evaluation %), n_seeds, ratio = ours / paper.
+    Columns: row, column, method, paper, paper_approx, ours (mean over seeds of the best-evaluation %), the
+    final-evaluation % over all seeds under all_seeds_header(..., "ours_final") (mean [min, max] below 5 seeds,
+    IQM [95% CI] from 5), 'ours_final per seed', n_seeds, ratio = ours / paper.
     """
     d = scores.assign(teacher=scores.game.map(teacher_scores).astype(float))
     d["best_pct"] = percent_of_teacher(d.best, d.teacher)
@@ -143,40 +139,44 @@ def table1_frame(scores: pd.DataFrame, teacher_scores: dict[str, float], reporte
     k = int(d.groupby(["method", "game"]).seed.nunique().max())
     best = summarise(d, score="best_pct", by=("method", "game"), k=k)
     final = summarise(d, score="final_pct", by=("method", "game"), k=k)
-    # the geometric-mean row: over the games this tier ran (every game must have a positive %)
+    # the geometric-mean row: over the games this tier ran (every game must have a positive %); of the final
+    # evaluation, over each game's all-seeds centre (IQM from MIN_SEEDS_IQM seeds, the mean below)
+    centre = final["iqm"].where(final["n_seeds"] >= MIN_SEEDS_IQM, final["mean"])
+    geo_final = {}
     for arch in sorted(d.method.unique()):
-        g, fin = best[best.method == arch], final[final.method == arch]
+        g, fin = best[best.method == arch], centre[final.method == arch]
         n_games, n_seeds = d[d.method == arch].game.nunique(), int(d[d.method == arch].seed.nunique())
-        best.loc[len(best)] = {"method": arch, "game": "Geometric Mean", "n_seeds": n_seeds,
-                               "topk_mean": geometric_mean(g.topk_mean) if len(g) == n_games else np.nan,
-                               "iqm": np.nan, "iqm_low": np.nan, "iqm_high": np.nan}
-        final.loc[len(final)] = {"method": arch, "game": "Geometric Mean", "n_seeds": n_seeds,
-                                 "iqm": geometric_mean(fin.iqm) if len(fin) == n_games else np.nan,
-                                 "iqm_low": np.nan, "iqm_high": np.nan}
+        best.loc[len(best)] = {"method": arch, "game": "Geometric Mean", "n_seeds": n_seeds, "per_seed": (),
+                               "topk_mean": geometric_mean(g.topk_mean) if len(g) == n_games else np.nan}
+        geo_final[arch] = geometric_mean(fin) if len(fin) == n_games else np.nan
     teach = pd.DataFrame([{"method": "teacher", "game": g, "seed": 0, "score": v} for g, v in teacher_scores.items()])
     ours = pd.concat([best, summarise(teach, score="score", by=("method", "game"), k=1)], ignore_index=True)
     table = comparison_table(ours, reported, "Table 1", row_col="game",
                              column_map={"Teacher (score)": "teacher", **arch_columns})
-    fin = final.set_index(["method", "game"])
-
-    def final_of(r, col):
-        return fin.loc[(r.method, r.row), col] if (r.method, r.row) in fin.index else np.nan
-
-    table["ours_final_iqm"] = [final_of(r, "iqm") if r.method != "teacher" else r.ours_iqm
-                               for r in table.itertuples()]
-    table["ours_final_iqm_ci"] = [f"[{_num(final_of(r, 'iqm_low'))}, {_num(final_of(r, 'iqm_high'))}]"
-                                  if r.method != "teacher" else "" for r in table.itertuples()]
-    # ran, but no % to show (teacher score <= 0, or no completed game): n/a, not "not run"
+    table = table.drop(columns=[c for c in table.columns if c.startswith("ours ")])  # best-eval view: not shown
+    head, per = all_seeds_header(final["n_seeds"], "ours_final"), per_seed_header("ours_final")
+    view = pd.concat([final[["method", "game"]], all_seeds_view(final, "ours_final")], axis=1).set_index(
+        ["method", "game"])
     ran = d.groupby(["method", "game"]).seed.nunique()
+    cells, seeds = [], []
+    for r in table.itertuples():
+        if r.method == "teacher":  # one score: the teacher's, raw
+            cell, per_cell = (fmt_value(r.ours_topk),) * 2 if r.ours_topk != "not run" else ("not run", "")
+        elif r.row == "Geometric Mean":
+            cell, per_cell = (fmt_stat(geo_final[r.method]) if r.method in geo_final else "not run"), ""
+        elif (r.method, r.row) in view.index:
+            cell, per_cell = view.loc[(r.method, r.row), head], view.loc[(r.method, r.row), per]
+        else:  # ran but no % (teacher score <= 0, or no completed game): n/a, not "not run"
+            cell, per_cell = ("n/a" if (r.method, r.row) in ran.index else "not run"), ""
+        cells.append(cell)
+        seeds.append(per_cell)
+    table[head], table[per] = cells, seeds
     for i, r in table.iterrows():
         if str(r.ours_topk) == "not run" and (r.method, r.row) in ran.index:
-            table.loc[i, ["ours_topk", "ours_final_iqm", "ours_final_iqm_ci"]] = ["n/a", "n/a", ""]
+            table.loc[i, "ours_topk"] = "n/a"
             table.loc[i, "n_seeds"] = int(ran[(r.method, r.row)])
-    table.loc[table.ours_topk.astype(str) == "not run", ["ours_final_iqm", "ours_final_iqm_ci"]] = ["not run", ""]
-    table.loc[table.row == "Geometric Mean", "ours_final_iqm_ci"] = ""
     table = table.rename(columns={"ours_topk": "ours"})
-    return table[["row", "column", "method", "paper", "paper_approx", "ours", "ours_final_iqm", "ours_final_iqm_ci",
-                  "n_seeds", "ratio"]]
+    return table[["row", "column", "method", "paper", "paper_approx", "ours", head, per, "n_seeds", "ratio"]]
 
 
 def _num(x) -> str:
@@ -202,11 +202,13 @@ def table1(a) -> None:
     caption = (f"H-PR distillation Table 1: paper vs ours ({a.tier} tier, {n} seed(s), Uniform sampling). Teacher "
                "rows: raw game score of our DQN teacher under the students' protocol. Other rows: % of the teacher's "
                "score. ours = mean over seeds of each seed's best evaluation during training (the paper's protocol: "
-               "the best network, three seeds averaged); ours_final_iqm [CI] = all-seeds IQM of the final evaluation "
-               "with its 95% stratified-bootstrap interval; ratio = ours / paper. n/a: the teacher scored <= 0, or no "
+               "the best network, three seeds averaged); ours_final = the final evaluation over all seeds: "
+               + all_seeds_caption(table.loc[table.method != "teacher", "n_seeds"], "ours_final")
+               + " ratio = ours / paper. n/a: the teacher scored <= 0, or no "
                f"completed game. Geometric Mean: over the {len(spec['games'])} game(s) this tier runs (the paper: 10), "
-               "n/a unless every game's % is positive (the paper's 'Geometric Mean' row is the arithmetic mean of its "
-               "column)." + provenance(runs_root, arch_runs.values(), n))
+               "of the per-game values of its column (ours_final: each game's IQM, or its mean below "
+               f"{MIN_SEEDS_IQM} seeds), n/a unless every game's % is positive (the paper's 'Geometric Mean' row is the "
+               "arithmetic mean of its column)." + provenance(runs_root, arch_runs.values(), n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     fig3 = [g for g in spec.get("fig3_games") or spec["games"] if g in spec["games"]]
@@ -256,12 +258,12 @@ def sampling(a) -> None:
     spec = json.loads(a.spec)
     scores, curves = collect(Path(a.runs), spec["runs"], games=spec["games"])
     n = int(scores.groupby(["label", "game"]).seed.nunique().max())
-    final = summarise(scores.rename(columns={"label": "sampler"}), score="final", by=("sampler", "game"), k=n)
+    fin = summarise(scores.rename(columns={"label": "sampler"}), score="final", by=("sampler", "game"), k=n)
     best = summarise(scores.rename(columns={"label": "sampler"}), score="best", by=("sampler", "game"), k=n)
-    final = final.rename(columns={"topk_mean": "final_mean", "iqm": "final_iqm", "iqm_low": "final_iqm_low",
-                                  "iqm_high": "final_iqm_high"})[["sampler", "game", "n_seeds", "final_mean",
-                                                                  "final_iqm", "final_iqm_low", "final_iqm_high"]]
-    final.insert(4, "best_mean", best["topk_mean"].to_numpy())
+    best_mean = best.set_index(["sampler", "game"])["mean"]
+    final = pd.concat([fin[["sampler", "game", "n_seeds"]], fin["mean"].rename("final_mean"),
+                       pd.Series([best_mean.get((r.sampler, r.game), np.nan) for r in fin.itertuples()],
+                                 index=fin.index, name="best_mean"), all_seeds_view(fin, "final")], axis=1)
     rep = load_reported(a.reported)
     quoted = rep[(rep.table == "Fig. 4") & (rep.column == "H-PR steps / Uniform steps")]
     paper_ratio = dict(zip(quoted.row, quoted.value_num)) if a.name == "fig4" else None
@@ -280,11 +282,11 @@ def sampling(a) -> None:
                + "Thresholds below the paper's are the tier's own (config hpr_distillation.fig4.thresholds); the "
                "paper's 300 and 4,000 are 97% and 99% of its teachers' 309 and 4,033, and a threshold that every "
                "sampler passes at its first evaluation cannot separate them (a floor effect)."
-               + provenance(Path(a.runs), spec["runs"].values(), n, None))
+               + provenance(Path(a.runs), spec["runs"].values(), n))
     cap_fin = (f"Scores ({a.tier} tier): best_mean = mean over seeds of each seed's best evaluation (the paper's "
-               "protocol); final_mean and final_iqm [final_iqm_low, final_iqm_high] = the final evaluation, mean and "
-               "all-seeds IQM with its 95% stratified-bootstrap interval. The paper gives curves only."
-               + provenance(Path(a.runs), spec["runs"].values(), n, "final_iqm [final_iqm_low, final_iqm_high]"))
+               "protocol); final_mean = mean over seeds of the final evaluation; "
+               + all_seeds_caption(final["n_seeds"], "final") + " The paper gives curves only."
+               + provenance(Path(a.runs), spec["runs"].values(), n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text((to_markdown(thr, cap_thr) + "\n" if len(thr) else "") + to_markdown(final, cap_fin))
     plot_facets(curves.rename(columns={"label": "sampler"}), a.out_fig,
