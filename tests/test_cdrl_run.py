@@ -19,6 +19,7 @@ from papers.cdrl.alignment import AlignArgs
 from papers.cdrl.alignment import run as alignment_run
 from papers.cdrl.method import CA3CArgs, CA3CHook
 from papers.cdrl.tables import last100_table, last_n_mean, summary_row, teachers_line
+from papers.cdrl.tables import main as tables_main
 from papers.cdrl.train import PAPER_PROTOCOL, RunArgs, run
 
 torch.set_num_threads(1)
@@ -177,6 +178,33 @@ def test_last100_on_hand_worked_inputs():
     assert collab.iloc[0].ratio == pytest.approx(70.0 / 68.35)
     assert (t[t.run.str.contains("offline")].status == "not run").all()
     assert t[t.run == "Pong expert (eval)"].iloc[0].paper == 20
+    # eval over 3 seeds [1, 2, 3]: the seeds and their mean [min, max], no IQM or interval (issue 15)
+    assert a3c["eval mean [min, max]"] == "2.0 [1, 3]" and a3c["eval per seed"] == "1, 2, 3"
+    assert a3c["last100 per seed"] == "60, 62, 64" and not any("iqm" in c for c in t.columns)
+    assert t[t.run == "Pong expert (eval)"].iloc[0]["eval mean [min, max]"] == "19"  # one score: itself
+
+
+def test_figure_table_all_seeds_view_changes_with_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    evals = {"a3c_bowling": [30.0, 20.0, 40.0], "kd_policy_bowling": [10.0, 2.0, 30.0, 1.0, 6.0]}
+    for run, scores in evals.items():
+        for seed, score in enumerate(scores):
+            d = runs / run / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "eval.json").write_text(json.dumps({"mean": score}))
+            (d / "config.json").write_text(json.dumps({"a2c": {"total_steps": 100}}))
+            pd.DataFrame({"env_steps": [50, 100], "episode_return": [score, score]}).to_csv(d / "curve.csv",
+                                                                                          index=False)
+    tables_main(["figure", "--fig", "fig4", "--runs", str(runs), "--tier", "t", "--out-md", str(tmp_path / "f.md"),
+                 "--out-fig", str(tmp_path / "f.png")])
+    md = (tmp_path / "f.md").read_text()
+    head = "eval IQM [95% CI] (>= 5 seeds) or mean [min, max] (< 5 seeds)"
+    assert f"| last100 per seed | game | status | {head} | eval per seed |" in md
+    # A3C, 3 seeds: mean 30 [20, 40]; KD-policy, 5 seeds: IQM of 1, 2, 6, 10, 30 = 6 with the exact bootstrap's
+    # [4/3, 70/3] (tests/test_stats.py); KD-distill: not run
+    assert "| 30.0 [20, 40] | 30, 20, 40 |" in md and "| 6.0 [1.333, 23.33] | 10, 2, 30, 1, 6 |" in md
+    assert "| KD-distill (4b) | 0 |" in md and "| not run | not run |" in md
+    assert "no IQM or bootstrap interval" in md and "stratified-bootstrap interval" in md
 
 
 def test_figure_caption_names_the_teachers_and_their_scores(tmp_path):

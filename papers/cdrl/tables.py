@@ -7,8 +7,9 @@
 
 The paper's numbers are the *training* reward of the last 100 episodes (Sec. 5.4: "The reward of last one
 hundred episodes"), so the last-100 table reads curve.csv (every training game's raw score); "±" is not
-defined in the paper: ours is the standard deviation over seeds of each seed's last-100 mean. The figure
-tables add the final evaluation (eval.json, the policy alone) as an all-seeds IQM with its 95% interval.
+defined in the paper: ours is the standard deviation over seeds of each seed's last-100 mean, next to each
+seed's own. The tables add the final evaluation (eval.json, the policy alone) over all seeds: each seed's
+value and their mean [min, max] below 5 seeds, the IQM with its 95% stratified-bootstrap interval from 5.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import git_commit, load_reported, plot_facets, save_figure, to_markdown
-from common.stats import curve_to_grid, iqm_ci_single
+from common.report import (all_seeds_caption, all_seeds_view, fmt_per_seed, git_commit, load_reported, plot_facets,
+                           save_figure, to_markdown)
+from common.stats import curve_to_grid, seed_stats
 from papers.cdrl.plan import FIGURES, LABELS, RUNS
 
 LAST100 = "Fig. 6 last 100"
@@ -47,15 +49,26 @@ def collect(runs: Path, run: str) -> pd.DataFrame:
 
 
 def summary_row(label: str, seeds: pd.DataFrame) -> dict:
-    """Seeds, last-100 mean ± sd over seeds, and the eval IQM [95% CI] of one run."""
+    """Seeds, last-100 mean ± sd over seeds and each seed's last-100 (seed order), and the eval's all-seeds
+    statistics (stats.seed_stats: mean, min, max, per seed, and from 5 seeds the IQM [95% CI]) of one run."""
     if seeds.empty:
-        return {"run": label, "seeds": 0, "last100_mean": np.nan, "last100_sd": np.nan, "eval_iqm": np.nan,
-                "eval_low": np.nan, "eval_high": np.nan}
+        return {"run": label, "seeds": 0, "last100_mean": np.nan, "last100_sd": np.nan, "last100_per_seed": (),
+                "eval": seed_stats([])}
+    seeds = seeds.sort_values("seed", kind="mergesort")
     x = seeds["last100"].to_numpy(dtype=float)
-    iqm, lo, hi = iqm_ci_single(seeds["eval"].to_numpy(dtype=float))
     return {"run": label, "seeds": len(seeds), "last100_mean": float(np.nanmean(x)) if np.isfinite(x).any() else np.nan,
             "last100_sd": float(np.nanstd(x, ddof=1)) if len(x) > 1 else np.nan,
-            "eval_iqm": iqm, "eval_low": lo, "eval_high": hi}
+            "last100_per_seed": tuple(float(v) for v in x), "eval": seed_stats(seeds["eval"].to_numpy(dtype=float))}
+
+
+def present(df: pd.DataFrame) -> pd.DataFrame:
+    """summary_row rows as table columns: 'last100 per seed', and the eval's all-seeds cell (common.report:
+    'eval mean [min, max]' below 5 seeds, 'eval IQM [95% CI]' from 5) and 'eval per seed'."""
+    ev = pd.DataFrame([e if isinstance(e, dict) else seed_stats([]) for e in df["eval"]], index=df.index)
+    out = df.drop(columns=["eval", "last100_per_seed"])
+    out.insert(out.columns.get_loc("last100_sd") + 1, "last100 per seed",
+               [fmt_per_seed(v) if isinstance(v, tuple) else "" for v in df["last100_per_seed"]])
+    return pd.concat([out, all_seeds_view(ev, "eval")], axis=1)
 
 
 def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_scores: dict[str, float]) -> pd.DataFrame:
@@ -83,14 +96,16 @@ def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_
         rows.append({**r, "paper": np.nan, "paper_pm": np.nan,
                      "status": "ran" if r["seeds"] else "not run", "note": "paper gives curves only"})
     for game, score in expert_scores.items():
-        rows.append({"run": f"{game} expert (eval)", "seeds": 1, "eval_iqm": score,
+        rows.append({"run": f"{game} expert (eval)", "seeds": 1, "eval": seed_stats([score]),
                      "paper": paper(f"{game} expert", "reward"), "status": "ran",
                      "note": "Sec. 5.3 'at convergence' (ours: eval, not last 100)"})
     df = pd.DataFrame(rows)
     df["ratio"] = df["last100_mean"] / df["paper"]
-    cols = ["run", "seeds", "paper", "paper_pm", "last100_mean", "last100_sd", "ratio", "eval_iqm", "eval_low",
-            "eval_high", "status", "note"]
-    return df.reindex(columns=cols)
+    df = present(df.reindex(columns=["run", "seeds", "paper", "paper_pm", "last100_mean", "last100_sd",
+                                     "last100_per_seed", "ratio", "eval", "status", "note"]))
+    ev = [c for c in df.columns if c.startswith("eval ")]
+    return df[["run", "seeds", "paper", "paper_pm", "last100_mean", "last100_sd", "last100 per seed", "ratio", *ev,
+               "status", "note"]]
 
 
 def teachers_line(runs: Path, run_names) -> str:
@@ -115,14 +130,12 @@ def teachers_line(runs: Path, run_names) -> str:
             if parts else "")
 
 
-FEW_SEEDS = 5
 RANDOM_SCORE = {"Bowling": 23.1, "Pong": -20.7}
 """a uniformly random policy's score (Mnih et al. 2015's random agent, 30 no-op starts): reference, not measured here"""
 
 
 def provenance(runs: Path, run_names, n_seeds: int) -> str:
-    """The end of a figure caption: budget, seeds, commit, random-policy reference, and what the eval interval
-    means with fewer than FEW_SEEDS seeds."""
+    """The end of a figure caption: budget, seeds, commit and the random-policy reference."""
     parts = []
     for run in run_names:
         cfgs = sorted((runs / run).glob("seed*/config.json"))
@@ -132,10 +145,6 @@ def provenance(runs: Path, run_names, n_seeds: int) -> str:
     parts.append(f"Seeds: up to {n_seeds} per run. Commit {git_commit()}. Random policy (Mnih et al. 2015, not "
                  "measured here): " + ", ".join(f"{g} {v:g}" for g, v in RANDOM_SCORE.items())
                  + "; a score near it is chance, not learning.")
-    if n_seeds < FEW_SEEDS:
-        parts.append(f"With {n_seeds} < {FEW_SEEDS} seeds, eval_iqm is the plain mean of the seeds and [eval_low, "
-                     "eval_high] their [min, max] (a 25%-trimmed mean of so few values trims nothing): not a 95% "
-                     "interval.")
     return " " + " ".join(parts)
 
 
@@ -164,9 +173,10 @@ def figure(a) -> None:
                 for x, v in zip(grid, curve_to_grid(pd.read_csv(d / "curve.csv"), grid, window=100)):
                     curves.append({"game": read_json(d / "config.json")["a2c"]["game"],
                                    "run": f"{LABELS[run]}: its source", "seed": s.seed, "env_steps": x, "score": v})
-    table = pd.DataFrame(rows)
+    table = present(pd.DataFrame(rows))
     caption = (f"{spec['title']} ({a.tier} tier). last100 = mean raw training score of the last 100 games, mean and "
-               "sd over seeds; eval = the policy alone (eval.json), all-seeds IQM with its 95% bootstrap interval. "
+               "sd over seeds, and each seed's; eval = the policy alone (eval.json): "
+               + all_seeds_caption(table["seeds"], "eval") + " "
                "The paper gives curves only for this figure (no numbers to compare"
                + ("; 6d's Sec. 5.4 last-100 numbers are in last100.md" if a.fig == "fig6" else "") + ")."
                + teachers_line(runs, spec["runs"])
@@ -190,7 +200,8 @@ def last100(a) -> None:
                f"({a.tier} tier). The paper's numbers belong to Fig. 6d (collaborative: Pong and Bowling from "
                "scratch together, the Bowling target distilling from the live Pong learner); our A3C and collaborative "
                "rows compare directly, our Fig. 6a-c rows have no paper number. ± (paper) is undefined there; ours is "
-               "the sd over seeds. ratio = ours / paper.")
+               "the sd over seeds; 'last100 per seed' = each seed's own last-100 mean. ratio = ours / paper. eval = "
+               "the policy alone (eval.json): " + all_seeds_caption(table["seeds"], "eval"))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
 
