@@ -133,11 +133,16 @@ def test_image_and_modes_tables_on_hand_made_results(tmp_path):
     dafl = t[(t.experiment == "toy") & (t.method == "DAFL")].iloc[0]
     assert dafl.published == 98.20 and dafl.ours_mean == 65.0 and dafl.ours_std == 5.0 and dafl.ours_best == 70.0
     assert dafl.ours_min == 60.0 and dafl.n_seeds == 2 and dafl.ratio == pytest.approx(65.0 / 98.20)
+    # 2 seeds: each seed and their mean [min, max], no IQM or interval (issue 15); the teacher: its one accuracy
+    assert dafl["ours mean [min, max]"] == "65.0 [60, 70]" and dafl["ours per seed"] == "60, 70"
+    assert t[(t.experiment == "toy") & (t.method == "teacher")].iloc[0]["ours mean [min, max]"] == "95"
+    assert not any("IQM" in c for c in t.columns)
     assert list(t[t.experiment == "toy"].method) == ["teacher", "DAFL", "ours (re-init + exemplar buffer)"]
     cifar = t[(t.experiment == "cifar") & (t.method == "DFAD (adversarial only)")].iloc[0]
     assert cifar.published == 93.3 and cifar.ours_mean == "not run: dataset unavailable (x)" and cifar.n_seeds == 0
     md = gt.images_markdown(t, "smoke", plan)
     assert "published baselines DAFL / DFAD" in md and "not run: dataset unavailable (x)" in md
+    assert "no IQM or bootstrap interval" in md and "none would be one" not in md
     m = gt.modes_table(tmp_path, plan).set_index("method")
     assert list(m.columns[2:6]) == ["c0: 0", "c0: 1", "c1: 2", "c1: 3"]
     assert m.loc["DAFL", "c0: 1"] == 10.0 and m.loc["DAFL", "worst_mode"] == 0.0
@@ -159,6 +164,8 @@ def test_policy_table_normalises_by_teacher_and_random():
     ours = t.loc["ours (re-init + exemplar buffer)"]
     assert ours.score_mean == 6.0 and ours.normalised == pytest.approx(0.5) and ours.agreement_mean == 50.0
     assert t.loc["teacher", "normalised"] == 1.0 and t.loc["random policy", "normalised"] == 0.0
+    assert ours["score mean [min, max]"] == "6.0 [4, 8]" and ours["score per seed"] == "4, 8"
+    assert t.loc["random policy", "score mean [min, max]"] == "2"
 
 
 def test_frame_map_crops_and_scales():

@@ -9,8 +9,9 @@
 
 --plan is :func:`papers.gan_simulator.run.tier_plan` as JSON: the tier's image presets and, for each, why it was
 not run (None when it ran). Every published baseline row appears, with our number or "not run: <reason>".
-Accuracies are top-1 test accuracy in % (higher is better); all-seeds statistics (mean, std, median, min) sit
-next to the best seed (the top-1 view).
+Accuracies are top-1 test accuracy in % (higher is better); all-seeds statistics sit next to the best seed (the
+top-1 view): every seed's value and their mean [min, max] below 5 seeds, the IQM with its 95% stratified-bootstrap
+interval from 5 (common.report), and the mean, std, median and min.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import NOT_RUN, git_commit, load_reported, save_figure, to_markdown
+from common.report import NOT_RUN, all_seeds_caption, all_seeds_view, git_commit, load_reported, save_figure, to_markdown
+from common.stats import seed_stats
 
 TABLE = "Image classification"
 METHOD_LABELS = {
@@ -46,6 +48,19 @@ IMAGE_COLUMNS = ["experiment", "dataset", "method", "published", "ours_mean", "o
                  "ours_best", "n_seeds", "ratio", "student_steps"]
 
 
+def _per_seed(rows: list[dict], method: str, key: str) -> dict:
+    """stats.seed_stats of rows[key] of one method, in seed order."""
+    v = sorted((r.get("seed", 0), r[key]) for r in rows if r["method"] == method)
+    return seed_stats([x for _, x in v])
+
+
+def _with_all_seeds(df: pd.DataFrame, stats: list[dict], after: str, prefix: str) -> pd.DataFrame:
+    """df with the all-seeds columns of `stats` (one seed_stats per row; common.report.all_seeds_view) after `after`."""
+    view = all_seeds_view(pd.DataFrame(stats, index=df.index), prefix)
+    i = df.columns.get_loc(after) + 1
+    return pd.concat([df.iloc[:, :i], view, df.iloc[:, i:]], axis=1)
+
+
 def _load(runs: Path, exp: str) -> dict:
     f = runs / exp / "results.json"
     if not f.exists():
@@ -58,12 +73,13 @@ def image_table(runs, plan: dict, reported: pd.DataFrame) -> pd.DataFrame:
 
     published = the published baseline's accuracy for that method and dataset (DAFL, DFAD; REFERENCE_NOTES §4);
     ours_* = statistics over seeds of the student's test accuracy (%); ours_best = the best seed (top-1 view);
-    ratio = ours_mean / published.
+    ratio = ours_mean / published. The all-seeds cell after ours_mean: 'ours mean [min, max]' below 5 seeds,
+    'ours IQM [95% CI]' from 5, with 'ours per seed' (common.report.all_seeds_view).
     """
     runs = Path(runs)
     rep = reported[reported["table"] == TABLE]
     pub = {(r, c): v for r, c, v in zip(rep["row"], rep["column"], rep["value_num"])}
-    out = []
+    out, stats = [], []
     exps = list(plan) + [d for d in PAPER_DATASETS if not any(p.get("dataset") == d for p in plan.values())]
     for exp in exps:
         p = plan.get(exp)
@@ -76,12 +92,14 @@ def image_table(runs, plan: dict, reported: pd.DataFrame) -> pd.DataFrame:
                 out.append({"experiment": exp, "dataset": row, "method": METHOD_LABELS[m],
                             "published": pub.get((row, PUBLISHED.get(m, "")), np.nan),
                             "ours_mean": f"{NOT_RUN}: {why}", "n_seeds": 0})
+                stats.append(seed_stats([]))
             continue
         res = _load(runs, exp)
         t = res["teacher"]["test_acc"]
         out.append({"experiment": exp, "dataset": row, "method": "teacher",
                     "published": pub.get((row, PUBLISHED["teacher"]), np.nan), "ours_mean": t, "ours_std": 0.0,
                     "ours_median": t, "ours_min": t, "ours_best": t, "n_seeds": 1})
+        stats.append(seed_stats([t]))
         for m in res["args"]["methods"]:                     # the config's order (results.json sorts its keys)
             s = res["summary"][m]
             published = pub.get((row, PUBLISHED.get(m, "")), np.nan)
@@ -91,10 +109,11 @@ def image_table(runs, plan: dict, reported: pd.DataFrame) -> pd.DataFrame:
                         "ours_best": s["student_acc_max"], "n_seeds": s["n_seeds"],
                         "ratio": s["student_acc_mean"] / published if np.isfinite(published) and published else np.nan,
                         "student_steps": res["gas"][m]["student_steps"]})
+            stats.append(_per_seed(res["rows"], m, "student_acc"))
     df = pd.DataFrame(out).reindex(columns=IMAGE_COLUMNS)
     df["n_seeds"] = df["n_seeds"].fillna(0).astype(int)
     df["student_steps"] = pd.Series([int(v) if pd.notna(v) else np.nan for v in df["student_steps"]], dtype=object)
-    return df
+    return _with_all_seeds(df, stats, "ours_mean", "ours")
 
 
 def modes_table(runs, plan: dict) -> pd.DataFrame:
@@ -129,8 +148,9 @@ def modes_table(runs, plan: dict) -> pd.DataFrame:
 
 def policy_table(results: list[dict]) -> pd.DataFrame:
     """One row per (game, method): game score over seeds, action agreement with the teacher on held-out real
-    states, and the normalised score (score - random) / (teacher - random) (NaN when teacher = random)."""
-    out = []
+    states, and the normalised score (score - random) / (teacher - random) (NaN when teacher = random); after
+    score_std the all-seeds columns of the score (common.report.all_seeds_view, prefix 'score')."""
+    out, stats = [], []
     for res in results:
         teacher, rnd = res["teacher"]["score"], res["random"]["score"]
         gap = teacher - rnd
@@ -142,7 +162,10 @@ def policy_table(results: list[dict]) -> pd.DataFrame:
                         "agreement_mean": ag.get("agreement_mean", 100.0 if m == "teacher" else np.nan),
                         "normalised": (s["score_mean"] - rnd) / gap if gap else np.nan,
                         "student_steps": int(steps[m]) if steps.get(m) is not None else ""})
-    return pd.DataFrame(out)
+            stats.append(_per_seed(res["rows"], m, "score"))
+    if not out:
+        return pd.DataFrame(out)
+    return _with_all_seeds(pd.DataFrame(out), stats, "score_std", "score")
 
 
 # -------------------------------------------------------------------------------------------------- figures
@@ -227,11 +250,12 @@ def plot_policy(table: pd.DataFrame, path, title: str):
 
 
 # ------------------------------------------------------------------------------------------------ markdown
-def _seeds_commit(table: pd.DataFrame) -> str:
-    """'Seeds: n (mean and std over seeds; no interval below 5). Commit <hash>.' for a caption's end."""
-    n = sorted({int(v) for v in table.get("n_seeds", pd.Series(dtype=float)).dropna() if v > 0})
-    return (f"Seeds: {'/'.join(map(str, n)) or 'none'} per method (mean and std over seeds; no interval is shown, "
-            f"and below 5 seeds none would be one). Commit {git_commit()}.")
+def _seeds_commit(table: pd.DataFrame, prefix: str | None = None) -> str:
+    """'Seeds: n per method. [what the all-seeds columns of `prefix` hold.] Commit <hash>.' for a caption's end."""
+    ns = table.get("n_seeds", pd.Series(dtype=float)).dropna()
+    n = sorted({int(v) for v in ns if v > 0})
+    what = (". " + all_seeds_caption(ns, prefix) + " " if prefix else " (means over seeds, no interval). ")
+    return f"Seeds: {'/'.join(map(str, n)) or 'none'} per method{what}Commit {git_commit()}."
 
 
 def images_markdown(table: pd.DataFrame, tier: str, plan: dict) -> str:
@@ -243,7 +267,7 @@ def images_markdown(table: pd.DataFrame, tier: str, plan: dict) -> str:
            f"{'/'.join(map(str, n)) or 'no'} seed(s) (all seeds), ours_best = the best seed (top-1 view); "
            f"ratio = ours_mean / published. Budget: {', '.join(map(str, steps)) or 'n/a'} student steps per method. "
            "The digits row is an offline stand-in (scikit-learn's 8x8 digits at 32x32) with no published number. "
-           f"Commit {git_commit()}.")
+           + _seeds_commit(table[table["method"] != "teacher"], "ours"))
     return to_markdown(table, cap)
 
 
@@ -266,7 +290,7 @@ def policy_markdown(table: pd.DataFrame, tier: str) -> str:
                               "the simulator-based upper bound), next to the teacher and a uniformly random policy. "
                               "agreement = % of held-out real states where the student's most likely action is the "
                               "teacher's; normalised = (score - random) / (teacher - random). "
-                              + _seeds_commit(table[~table["method"].isin(["teacher", "random policy"])]))
+                              + _seeds_commit(table[~table["method"].isin(["teacher", "random policy"])], "score"))
 
 
 def _write(df: pd.DataFrame, md: str, out_csv, out_md):
