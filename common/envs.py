@@ -1,4 +1,4 @@
-"""Vectorised environments with the era-faithful Atari protocol (REFERENCE_NOTES §5), plus MinAtar.
+"""Vectorised environments with the era-faithful Atari protocol (docs/reference_notes.md §5), plus MinAtar.
 
 Every learner and evaluator in this repository steps a :class:`VecEnv`. It hands out three separate
 signals per step, so that no algorithm can mix them up:
@@ -36,7 +36,7 @@ MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 @dataclass
 class AtariProtocol:
-    """The environment protocol a paper pins in its config (REFERENCE_NOTES §5)."""
+    """The environment protocol a paper pins in its config (docs/reference_notes.md §5)."""
 
     frameskip: int = arg(4, ">= 1")
     """agent acts every `frameskip` frames; the action is repeated, the last two frames max-pooled"""

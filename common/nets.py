@@ -165,7 +165,7 @@ class MinAtarNet(LayeredNet):
 
 
 class CA3CNet(nn.Module):
-    """cA3C policy (REFERENCE_NOTES §3): 4 x conv(32, 3x3, s2, SAME, ELU) -> LSTM(256) -> 3 heads."""
+    """cA3C policy (docs/reference_notes.md §3): 4 x conv(32, 3x3, s2, SAME, ELU) -> LSTM(256) -> 3 heads."""
 
     recurrent = True
 

@@ -48,7 +48,7 @@ has its own FIFO of ``partition_capacity`` experiences and its own rank-based qu
   (Eq. 6), by descent of a per-partition sum-tree (:class:`SumTrees`, fanout <= 128, prefix sums
   per block) whose leaves are rank_j(k)^-alpha: O(log M_j) per draw and per priority update;
 * P(k) = P_j * P_j[k] (Eq. 7); importance weight w = (1 / (N_j * P_j[k]))^beta, divided by the
-  minibatch maximum (Eq. 8 as read in REFERENCE_NOTES §2; for p = 1 the factor N_1 cancels and this is
+  minibatch maximum (Eq. 8 as read in docs/reference_notes.md §2; for p = 1 the factor N_1 cancels and this is
   Schaul's (1/(N*P(k)))^beta). Draws are i.i.d. (with replacement), not stratified.
 
 Exact and approximate. Partition choice, the sum-tree sampling and the weights are exact for the leaf
@@ -92,7 +92,7 @@ KINDS = ("uniform", "rank", "hpr")
 
 @dataclass
 class ReplayConfig:
-    """Replay memory of one game; paper values in the docstrings (REFERENCE_NOTES §2)."""
+    """Replay memory of one game; paper values in the docstrings (docs/reference_notes.md §2)."""
 
     kind: str = arg("hpr", choices=KINDS)
     """uniform | rank (PR, Schaul 2016) | hpr (hierarchical prioritized replay)"""

@@ -8,7 +8,7 @@ optimiser, run in **lock-step**: one round = one update of the source, then one 
 
 * The source (``source``: A2CArgs overrides over the target's ``a2c``; default game Pong, seed = target seed
   + :data:`SOURCE_SEED_OFFSET`) learns with plain A3C/A2C from its own environment (the paper: "Pong never
-  distils", REFERENCE_NOTES §3).
+  distils", docs/reference_notes.md §3).
 * The target learns A2C + :class:`papers.cdrl.method.CA3CHook` (mode kd_distill: online alignment network F
   from T1 = ``ca3c.align_from``, distillation into the distillation head from T2 = ``ca3c.distill_from``
   until ``ca3c.distill_until``) with one teacher: :class:`LiveTeacher`, a *view* of the source's network,

@@ -54,7 +54,7 @@ MODE_OF = {"homogeneous": "homogeneous", "kd_policy": "kd_policy", "kd_distill":
            "distill_only": "homogeneous", "collaborative": "kd_distill"}
 LOCKSTEP_KEYS = ("num_envs", "n_steps", "total_steps", "checkpoint_every")  # collaborative: equal in both learners
 
-# The official code's settings (REFERENCE_NOTES §3), under any a2c keys a config gives.
+# The official code's settings (docs/reference_notes.md §3), under any a2c keys a config gives.
 PAPER_PROTOCOL = {
     "frame_stack": 1,            # one frame: the LSTM is the memory
     "size": 42,                  # 42x42 grey ...

@@ -32,7 +32,7 @@ One learner serves the paper's architecture study (proposed / DIST / AMN) and it
    wall_time, eval_score, eval_episodes, train_kl (mean Eq. 4 loss since the last evaluation). Progress
    lines on stderr pool the last 10 training games of every game; the evaluation lines list each game.
 
-Choices where the paper is silent (REFERENCE_NOTES §2; each is a field of :class:`HPRArgs`):
+Choices where the paper is silent (docs/reference_notes.md §2; each is a field of :class:`HPRArgs`):
 
 * **Task convs of 'proposed'**: initialised from the teacher and *frozen* by default
   (``task_convs: teacher_frozen``). The paper says the student uses "the convolutional layers from teacher

@@ -18,7 +18,7 @@ intermediate representations through trainable cross-connections:
 
 3. :func:`export_student` returns the independent student: the plain net, no teacher, Q or w.
 
-Choices where the paper is silent (REFERENCE_NOTES §1 and the docstrings below say why):
+Choices where the paper is silent (docs/reference_notes.md §1 and the docstrings below say why):
 
 * Q: a 1x1 convolution (channel mixing) for conv->conv links, a linear map for fc->fc links, PyTorch's
   default initialisation. A conv teacher map whose spatial size differs from the student's is resized
