@@ -51,12 +51,23 @@ first U steps are distilled. Alignment stops with it (F serves only distillation
 
 Choices where the paper is silent (each documented at its field or function as well)
 -----------------------------------------------------------------------------------
-* The student side of Eq. 2-3 is *not* divided by tau (the paper's Eq. 2-3 and the notes on the official
-  code); ``student_tau = tau`` gives Hinton et al.'s symmetric form instead. At the code's tau = 1 both agree.
+* The student side of Eq. 2-3 is *not* divided by tau (the paper's Eq. 2-3 and the official code,
+  docs/reference_notes.md §3); ``student_tau = tau`` gives Hinton et al.'s symmetric form instead. At the
+  code's tau = 1 both agree.
 * The online alignment loss has no temperature; the student logits it matches are the *policy* logits
   z^beta (Algorithm 1 line 28), in every heterogeneous mode.
-* Losses are summed over the rollout's T x N states (Eq. 3's sum over t, the code's sums);
-  ``loss_reduction = mean`` is available. Logs always report the mean per state.
+* Reduction over the rollout (``loss_reduction``, default ``sum``): each F's alignment loss and the distillation
+  loss are *summed* over the rollout's T x N states (T = ``n_steps``, N = ``num_envs``: 20 x 8 = 160 under
+  train.PAPER_A2C), the distillation loss also over teachers. That is the paper's Eq. 3 and Algorithm 1 lines 28 and
+  32 (sum over t), and the reduction of the learner's A3C loss under PAPER_A2C; it is *not* the official code's,
+  which sums only the A3C loss and takes the *mean* over a worker's rollout of the distillation and of the alignment
+  loss (docs/reference_notes.md §3). The scale matters little to Adam (a constant factor on a loss changes its step
+  only through eps = 1e-8) but does matter to the grad-norm clip of 40 each side optimiser applies: the gradient of
+  a sum over 160 states is 160 times that of their mean, so ours is clipped once the mean's gradient norm exceeds
+  40 / 160 = 0.25, the code's only above 40. ``loss_reduction = mean`` gives the code's per-state scale (the mean over
+  the T x N states of one synchronous update; the sum over teachers stays). The default stays ``sum`` because every
+  tier and the recorded run (cdrl-fig4-2core) used it: switching would change their results. Logs always report the
+  mean per state.
 * Side optimisers: Adam (PyTorch defaults: betas 0.9/0.999, eps 1e-8 = TF's defaults), constant lr 1e-4,
   global grad-norm clip 40 each; one Adam per F (each task trains its own F), one for distillation over
   the trunk (convs + LSTM) and the targeted head only (the value head never joins).
@@ -129,7 +140,8 @@ class CA3CArgs:
     clip: float = arg(40.0, ">= 0")
     """global grad-norm clip of each side optimiser (0 = off)"""
     loss_reduction: str = arg("sum", choices=("sum", "mean"))
-    """sum over the rollout's T x N states (Eq. 3's sum over t, as the code) | mean"""
+    """how the alignment and distillation losses reduce over the rollout's T x N states: sum (Eq. 3 and
+    Algorithm 1's sum over t) | mean (the official code's tf.reduce_mean); the module docstring says why sum"""
     align_layers: int = arg(4, ">= 1")
     """hidden layers of F (4 in the code)"""
     align_width: int = arg(512, ">= 1")
