@@ -400,6 +400,7 @@ class _Run:
         self.ckpt_path = out / "checkpoint.pt"
         self.curve_tmp, self.stats_tmp = out / "curve.partial.csv", out / "train_stats.partial.csv"
         self.start_update, self.wall0, self.curve_rows, self.stats_rows = 0, 0.0, 0, 0
+        self.resumed_rng = None
         resume = spec.resume
         if own_checkpoint and self.ckpt_path.exists():
             resume = load_checkpoint(self.ckpt_path, device)
@@ -438,7 +439,13 @@ class _Run:
         self.opt.load_state_dict(ck["optimizer"])
         self.hook.load_state_dict(ck["hook"])
         if "sampler" in ck:
-            self.sampler.set_state(ck["sampler"].cpu() if self.sampler.device.type == "cpu" else ck["sampler"])
+            try:
+                self.sampler.set_state(ck["sampler"].cpu())
+            except RuntimeError:  # a GPU's generator state on a CPU machine (or back): the resume cannot be exact
+                print(f"[{self.label}] the checkpoint's action sampler is another device's: sampling restarts from "
+                      "the run's seed (the resumed run is not bit-for-bit the uninterrupted one)",
+                      file=sys.stderr, flush=True)
+        self.resumed_rng = ck["rng"]
         self.start_update, self.wall0 = ck["update"], ck["wall_time"]
         self.curve_rows, self.stats_rows = ck["curve_rows"], ck["stats_rows"]
         _truncate_csv(self.curve_tmp, self.curve_rows)
@@ -662,6 +669,8 @@ class Learner:
                              + ", ".join(f"{r.label}: {r.start_update}" for r in self.runs)
                              + "; train_many() groups them by their checkpoints")
         self.start_update = self.update = starts.pop()
+        if K == 1 and self.runs[0].resumed_rng is not None:
+            set_rng_state(self.runs[0].resumed_rng)  # a hook drawing from the global RNG continues as uninterrupted
         if self.start_update:
             print(f"[{self._label()}] resuming from checkpoint at step {self.start_update * per_update:,}",
                   file=sys.stderr, flush=True)
