@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import subprocess
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -214,12 +215,22 @@ def save_figure(fig: Figure, path, dpi: int = 120) -> Path:
     return path
 
 
+def curve_band(n_seeds: int) -> tuple[tuple[str, int], str]:
+    """A mean curve's band over seeds (seaborn's errorbar) and its words, by issue 15's rule: below
+    MIN_SEEDS_IQM seeds the seeds' min-max at each x (no bootstrap interval), from MIN_SEEDS_IQM a 95%
+    percentile-bootstrap CI of the mean."""
+    if n_seeds < MIN_SEEDS_IQM:
+        return ("pi", 100), f"band: the seeds' min-max (< {MIN_SEEDS_IQM} seeds)"
+    return ("ci", 95), "band: 95% bootstrap CI of the mean"
+
+
 def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps", ylabel: str = "game score",
                 topk: int | None = None, n_boot: int = 1000) -> Path:
-    """Mean learning curve per group with a 95% bootstrap CI band over seeds; a top-k panel if `topk` is given."""
+    """Mean learning curve per group with a band over seeds (curve_band); a top-k panel if `topk` is given."""
     # curves: columns group, seed, env_steps, score on a common env_steps grid (stats.curve_to_grid).
-    # Band: seaborn's 95% percentile-bootstrap CI of the mean over seeds at each step (n_boot resamples,
-    # seed 0). Top-k panel: seeds ranked per group by final score (the last non-NaN score of each seed,
+    # Band (curve_band of the fewest seeds of any group): below 5 seeds the seeds' min-max at each step; from 5
+    # seaborn's 95% percentile-bootstrap CI of the mean over seeds at each step (n_boot resamples, seed 0).
+    # Top-k panel: seeds ranked per group by final score (the last non-NaN score of each seed,
     # ties to the lower seed, stats.top_k), mean of the best k drawn without a band: the paper protocol.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,8 +241,9 @@ def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps
     axes = fig.subplots(1, 2 if topk else 1, sharey=True, squeeze=False)[0]
     order = sorted(curves["group"].unique(), key=str)
     kw = dict(x="env_steps", y="score", hue="group", hue_order=order)
-    sns.lineplot(data=curves, errorbar=("ci", 95), n_boot=n_boot, seed=0, ax=axes[0], **kw)
-    axes[0].set_title(f"all seeds ({seeds_txt}): mean, 95% bootstrap CI")
+    errorbar, band = curve_band(int(n_seeds.min()))
+    sns.lineplot(data=curves, errorbar=errorbar, n_boot=n_boot, seed=0, ax=axes[0], **kw)
+    axes[0].set_title(f"all seeds ({seeds_txt}): mean; {band}", fontsize=9)
     if topk:
         final = (curves.dropna(subset=["score"]).sort_values("env_steps", kind="mergesort")
                  .groupby(["group", "seed"], as_index=False).last())
@@ -250,7 +262,8 @@ def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue:
                 y: str = "score", xlabel: str = "env steps", ylabel: str = "game score", ncols: int = 3,
                 n_boot: int = 1000, sharey: bool = False) -> Path:
     """One panel per value of `facet` (a column, or columns joined by ' / '), a mean line per `hue` with a
-    95% bootstrap band over the rows at each x (seeds), seaborn style; written atomically."""
+    band over the rows at each x (seeds; curve_band of the fewest rows of any line at any x, named under the
+    title), seaborn style; written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df = df.copy()
@@ -264,16 +277,19 @@ def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue:
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel()
     order = sorted(df[hue].unique(), key=str)
     palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    rows = df.dropna(subset=[y]).groupby(["_facet", hue, x]).size()  # seeds of a line: its most rows at any x
+    errorbar, band = curve_band(int(rows.groupby(level=[0, 1]).max().min()) if len(rows) else 0)
     for ax, panel in zip(axes, panels):
         sns.lineplot(data=df[df["_facet"] == panel], x=x, y=y, hue=hue, hue_order=order, palette=palette,
-                     errorbar=("ci", 95), n_boot=n_boot, seed=0, ax=ax, legend=ax is axes[0])
+                     errorbar=errorbar, n_boot=n_boot, seed=0, ax=ax, legend=ax is axes[0])
         ax.set_title(panel)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    width = int(4.2 * ncols * 11)  # characters of a 12 pt title across the panels
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in f"{title}\nmean over seeds; {band}".split("\n")))
     return save_figure(fig, path, dpi=110)
 
 

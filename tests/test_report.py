@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from common.report import (all_seeds_caption, all_seeds_cell, all_seeds_header, all_seeds_view, comparison_table,
-                           fmt_per_seed, git_commit, load_reported, machine_description, plot_curves, to_markdown,
+                           curve_band, fmt_per_seed, git_commit, load_reported, machine_description, plot_curves, to_markdown,
                            write_report_page)
 from common.stats import seed_stats, summarise
 
@@ -160,6 +160,22 @@ def test_plot_curves_writes_png(tmp_path, topk):
     data = out.read_bytes()
     assert out.name == "pong.png" and len(data) > 5000 and data[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["pong.png"]  # no temp file left behind
+
+
+def test_curve_band_by_seeds():
+    # below 5 seeds: the seeds' min-max at each x (seaborn's 100% percentile interval), never a bootstrap CI
+    assert curve_band(3) == (("pi", 100), "band: the seeds' min-max (< 5 seeds)")
+    assert curve_band(5) == (("ci", 95), "band: 95% bootstrap CI of the mean")
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    # the 'pi', 100 band drawn by seaborn is exactly the seeds' [min, max]: seeds 0..3 at slope 1 -> [step, step + 3]
+    ax = Figure().subplots()
+    c = _curves()
+    sns.lineplot(data=c[c.group == "a2c"], x="env_steps", y="score", errorbar=curve_band(4)[0], ax=ax)
+    band = ax.collections[0].get_paths()[0].vertices
+    at20 = sorted({round(float(v), 6) for u, v in band if u == 20})
+    assert at20 == [20.0, 23.0]
 
 
 def test_write_report_page(tmp_path):

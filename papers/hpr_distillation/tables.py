@@ -207,14 +207,14 @@ def table1(a) -> None:
                + " ratio = ours / paper. n/a: the teacher scored <= 0, or no "
                f"completed game. Geometric Mean: over the {len(spec['games'])} game(s) this tier runs (the paper: 10), "
                "of the per-game values of its column (ours_final: each game's IQM, or its mean below "
-               f"{MIN_SEEDS_IQM} seeds), n/a unless every game's % is positive (the paper's 'Geometric Mean' row is the "
-               "arithmetic mean of its column)." + provenance(runs_root, arch_runs.values(), n))
+               f"{MIN_SEEDS_IQM} seeds), n/a unless every game's % is positive (the paper's 'Geometric Mean' row is "
+               "the arithmetic mean of its column)." + provenance(runs_root, arch_runs.values(), n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     fig3 = [g for g in spec.get("fig3_games") or spec["games"] if g in spec["games"]]
     c = curves[curves.game.isin(fig3)].assign(architecture=lambda df: df.label.map(ARCH_NAMES))
-    plot_facets(c, a.out_fig, f"H-PR distillation Fig. 3: architectures, Uniform sampling; all seeds, mean and "
-                f"95% CI ({a.tier} tier)", facet="game", hue="architecture", x="updates", xlabel=X_LABEL)
+    plot_facets(c, a.out_fig, f"H-PR distillation Fig. 3: architectures, Uniform sampling; all seeds "
+                f"({a.tier} tier)", facet="game", hue="architecture", x="updates", xlabel=X_LABEL)
 
 
 # ------------------------------------------------------------------------------------------ Figs. 4 and 5
@@ -290,7 +290,7 @@ def sampling(a) -> None:
     with atomic_path(a.out_md) as tmp:
         tmp.write_text((to_markdown(thr, cap_thr) + "\n" if len(thr) else "") + to_markdown(final, cap_fin))
     plot_facets(curves.rename(columns={"label": "sampler"}), a.out_fig,
-                f"H-PR distillation {what.split(':')[0]}: all seeds, mean and 95% CI ({a.tier} tier)",
+                f"H-PR distillation {what.split(':')[0]}: all seeds ({a.tier} tier)",
                 facet="game", hue="sampler", x="updates", xlabel=X_LABEL)
 
 

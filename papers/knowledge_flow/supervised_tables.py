@@ -10,8 +10,9 @@ was not run (None when it ran). Every reported row of Tables 3-6 appears in the 
 "not run: <reason>" (dataset unavailable, not in this tier, no preset), or marked as another work's number.
 
 --out-pw-fig also draws the normalised weights p_w of every candidate ('student', 'teacher 0', ...) per student
-layer over epochs from the experiments' pw.csv (mean and 95% CI over seeds; :func:`pw_curves`, :func:`plot_pw`),
-one panel per preset, Knowledge Flow method and student layer, and adds its caption to the markdown.
+layer over epochs from the experiments' pw.csv (mean over seeds, band per common.report.curve_band;
+:func:`pw_curves`, :func:`plot_pw`), one panel per preset, Knowledge Flow method and student layer, and adds its
+caption to the markdown.
 
 --out-curve-fig draws the top-1 test accuracy over epochs of every method (the paper's Figs. 4, EMNIST Letters,
 and 5, STL-10: "our approach, fine-tuning and baseline"), one panel per preset that ran, from each experiment's
@@ -274,8 +275,9 @@ def pw_caption(plan: dict, pw: pd.DataFrame, tier: str) -> str:
                 for e in shown}
     return (f"Normalised weights p_w per student layer over training ({tier} tier): one panel per preset, Knowledge "
             "Flow method and student layer; p_w of each candidate (the student's own layer, 'teacher m' = the "
-            "m-th teacher of the method) at the start (epoch 0) and after every epoch, mean and 95% bootstrap CI "
-            "over seeds. The paper plots p_w only in Fig. 7 (C10 with C100 and SVHN teachers: preset cifar10); "
+            "m-th teacher of the method) at the start (epoch 0) and after every epoch, mean over seeds with a band: "
+            "the seeds' min-max below 5 seeds, a 95% bootstrap CI of the mean from 5 (the figure says which). The "
+            "paper plots p_w only in Fig. 7 (C10 with C100 and SVHN teachers: preset cifar10); "
             "its Figs. 4 (EMNIST Letters) and 5 (STL-10) plot test accuracy over epochs, so the emnist_letters, "
             "digits_transfer (offline stand-in for EMNIST Letters) and stl10 panels show p_w of the runs behind "
             "those figures. Shown: " + (", ".join(f"{e} ({teachers[e]})" for e in shown) if shown else "nothing")
@@ -316,8 +318,9 @@ def curve_caption(plan: dict, curves: pd.DataFrame, tier: str) -> str:
     shown = list(dict.fromkeys(curves["preset"])) if not curves.empty else []
     absent = [e for e in ("emnist_letters", "stl10") if e not in shown]
     why = {e: absent_reason(plan, e, ran="no curves recorded") for e in absent}
-    return (f"Top-1 test accuracy (%) over epochs ({tier} tier), every method of every preset that ran, mean and 95% "
-            "bootstrap CI over seeds (each method with its validation-chosen hyper-parameters; epoch 0 = before "
+    return (f"Top-1 test accuracy (%) over epochs ({tier} tier), every method of every preset that ran, mean over "
+            "seeds with a band: the seeds' min-max below 5 seeds, a 95% bootstrap CI of the mean from 5 (each "
+            "method with its validation-chosen hyper-parameters; epoch 0 = before "
             "training). The paper's Fig. 4 is the emnist_letters preset (digits_transfer is its offline stand-in) and "
             "its Fig. 5 the stl10 preset, each comparing our approach, fine-tuning and the baseline. For Knowledge "
             "Flow, '(mixed)' is the net being trained (student mixed with its teachers) and '(student alone)' the "
@@ -369,13 +372,13 @@ def main(argv=None):
         tmp.write_text(md)
     if pw is not None:
         shown = ", ".join(dict.fromkeys(pw["preset"])) or "none"
-        plot_pw(pw, a.out_pw_fig, f"Knowledge Flow supervised ({a.tier} tier): p_w per student layer over epochs, "
-                                  f"mean and 95% CI over seeds\npaper Fig. 7 = cifar10 (p_w); Figs. 4 (EMNIST Letters), "
+        plot_pw(pw, a.out_pw_fig, f"Knowledge Flow supervised ({a.tier} tier): p_w per student layer over epochs"
+                                  f"\npaper Fig. 7 = cifar10 (p_w); Figs. 4 (EMNIST Letters), "
                                   f"5 (STL-10) plot accuracy; presets shown: {shown}")
     if curves is not None:
         shown = ", ".join(dict.fromkeys(curves["preset"])) or "none"
         plot_curves(curves, a.out_curve_fig, f"Knowledge Flow supervised ({a.tier} tier): top-1 test accuracy over "
-                                             f"epochs, mean and 95% CI over seeds\npaper Fig. 4 = emnist_letters, "
+                                             f"epochs\npaper Fig. 4 = emnist_letters, "
                                              f"Fig. 5 = stl10; presets shown: {shown}")
     plot(table, a.runs, a.out_fig, f"Knowledge Flow Tables 3-6 (supervised): test error (%), ours (mean and seeds) "
                                    f"vs paper ({a.tier} tier)")

@@ -171,8 +171,8 @@ def table2(a) -> None:
         tmp.write_text(to_markdown(ind, f"Remaining teacher dependence 1 - p_w(student) at the end of training "
                                         f"({a.tier} tier): per layer mean over seeds, the mean of each run's worst "
                                         "layer, and the worst run. 0 = fully independent student."))
-    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 2 / Fig. 3, 6: training return (KF: mixed net), all seeds, "
-                                   f"mean and 95% CI ({a.tier} tier, commit {git_commit()})",
+    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 2 / Fig. 3, 6: training return (KF: mixed net), all seeds "
+                                   f"({a.tier} tier, commit {git_commit()})",
                 facet="game", hue="method")
     pw = pw_curves(runs, [m for m in a.methods if m.startswith("kf")])
     if pw.empty:  # a tier with the baseline only (e.g. config/recorded/foundation-2core.yaml)
@@ -224,7 +224,7 @@ def experiment(a) -> None:
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption) + "\n" + to_markdown(
             ind, "Remaining teacher dependence 1 - p_w(student) at the end of training (0 = independent)"))
-    plot_facets(curves, a.out_fig, f"Knowledge Flow {table_name}: all seeds, mean and 95% CI ({a.tier} tier)",
+    plot_facets(curves, a.out_fig, f"Knowledge Flow {table_name}: all seeds ({a.tier} tier)",
                 facet="game", hue="method")
 
 
@@ -291,8 +291,8 @@ def table7(a) -> None:
                               "pi_0's distillation loss on task 1's rollouts") + "\n"
             + to_markdown(ind, "Knowledge Flow runs of the 'Ours' column: remaining teacher dependence "
                                "1 - p_w(student) at the end of training (0 = independent)"))
-    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 7: task-1 training curves, all seeds, mean and 95% CI "
-                                   f"({a.tier} tier)", facet="game", hue="method")
+    plot_facets(curves, a.out_fig, f"Knowledge Flow Table 7: task-1 training curves, all seeds ({a.tier} tier)",
+                facet="game", hue="method")
 
 
 def not_run(a) -> None:
