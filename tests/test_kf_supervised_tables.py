@@ -60,6 +60,8 @@ def test_ran_rows_have_our_numbers_and_the_rest_say_why(tmp_path):
     table, teachers = st.build(tmp_path, PLAN, REPORTED)
     ours = cell(table, "digits (offline stand-in for MNIST)", "Ours")
     assert ours["method"] == "kf:big" and ours["ours"] == 6.0 and ours["ours_std"] == 2.0 and ours["n_seeds"] == 2
+    assert ours["ours mean [min, max]"] == "6.0 [4, 8]" and ours["ours per seed"] == "4, 8"
+    assert cell(table, "EMNIST Letters", "Cohen et al. (2017)")["ours per seed"] == ""   # another work's number
     assert ours["ours_mixed"] == pytest.approx(4.0) and ours["independence"] == pytest.approx(0.3)   # seed means
     assert ours["selected"] == "lambda1=0.1, lambda2=0.01" and ours["epochs"] == 5
     assert np.isnan(ours["paper"]) and np.isnan(ours["ratio"])          # a stand-in: no paper number
@@ -105,7 +107,10 @@ def test_cli_writes_csv_markdown_and_figure(tmp_path):
     build_tables(tmp_path / "runs", out)
     md = (out / "t.md").read_text()
     assert "lower is better" in md and md.count("**Knowledge Flow Table ") == 4
-    assert "| digits (offline stand-in for MNIST) | Ours | digits_kd | kf:big | n/a | 6.000 | 2.000 | 2 |" in md
+    # 2 seeds (4, 8): their mean [min, max] and each seed beside the std; no IQM or interval (issue 15)
+    assert ("| digits (offline stand-in for MNIST) | Ours | digits_kd | kf:big | n/a | 6.000 | 2.000 | 6.0 [4, 8] | "
+            "4, 8 | 2 |") in md
+    assert "no IQM or bootstrap interval" in md and "IQM [95% CI]" not in md
     assert f"| MNIST | Ours | mnist_kd | kf:mlp1200 | 0.7300 | not run: {MNIST_REASON} |" in md
     assert "- mnist (expected `data/MNIST/raw`): `python -c" in md                # how to get the missing data
     back = pd.read_csv(out / "t.csv")

@@ -35,7 +35,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import NOT_RUN, load_reported, plot_facets, save_figure, to_markdown
+from common.report import (NOT_RUN, all_seeds_caption, all_seeds_view, load_reported, plot_facets, save_figure,
+                           to_markdown)
+from common.stats import seed_stats
 from papers.knowledge_flow.supervised import EXPERIMENTS, NOT_REPRODUCED, PAPER_ROWS, PW_COLUMNS, TIER_TABLES
 
 NOTES = {
@@ -72,7 +74,9 @@ def _ours(res: dict, method: str, paper: float) -> dict:
     rows = [r for r in res["rows"] if r["method"] == method]
     mixed = [r["test_error_mixed"] for r in rows if r.get("test_error_mixed") is not None]
     dep = [r["independence"] for r in rows if r.get("independence") is not None]
+    errors = [r["test_error"] for r in sorted(rows, key=lambda r: r.get("seed", 0))]
     return {"ours": s["test_error_mean"], "ours_std": s["test_error_std"], "n_seeds": s["n_seeds"],
+            "_stats": seed_stats(errors),
             "ratio": s["test_error_mean"] / paper if np.isfinite(paper) and paper > 0 else np.nan,
             "epochs": res["args"]["epochs"], "selected": ", ".join(f"{k}={v:g}" for k, v in s["selected"].items()),
             "ours_mixed": float(np.mean(mixed)) if mixed else np.nan,
@@ -83,7 +87,9 @@ def build(runs, plan: dict, reported: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     """Tables 3-6 paper vs ours (one row per table, dataset row and paper column) and the teachers' errors.
 
     Rows: the paper's, in its order, then our stand-in rows (no paper number) of presets this tier lists.
-    ours = mean test error (%) over seeds of the exported student; ratio = ours / paper (< 1: ours lower).
+    ours = mean test error (%) over seeds of the exported student; after ours_std its all-seeds columns
+    (common.report.all_seeds_view: mean [min, max] and per seed below 5 seeds, IQM [95% CI] from 5); ratio =
+    ours / paper (< 1: ours lower).
     """
     runs = Path(runs)
     rep = reported[reported["table"].isin(list(NOTES))]
@@ -121,8 +127,13 @@ def build(runs, plan: dict, reported: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
                 key = next(k for k, t in TIER_TABLES.items() if t == table)
                 rec.update(_not_run(f"not in this tier (add '{exp}' to kf_supervised.experiments.{key})"))
             out.append(rec)
+    stats = [rec.pop("_stats", None) or seed_stats([]) for rec in out]
     df = pd.DataFrame(out).reindex(columns=COLUMNS)
     df["n_seeds"] = df["n_seeds"].fillna(0).astype(int)
+    view = all_seeds_view(pd.DataFrame(stats, index=df.index), "ours")
+    view.loc[df["ours"].astype(str) == OTHER_WORK, :] = ""
+    i = df.columns.get_loc("ours_std") + 1
+    df = pd.concat([df.iloc[:, :i], view, df.iloc[:, i:]], axis=1)
     df["epochs"] = pd.Series([int(e) if pd.notna(e) else np.nan for e in df["epochs"]], index=df.index,
                              dtype=object)                               # shown as 5, not 5.000
     return df, pd.DataFrame(teachers)
@@ -134,7 +145,8 @@ def markdown(table: pd.DataFrame, teachers: pd.DataFrame, plan: dict, tier: str)
     parts = [f"Knowledge Flow, supervised learning (Tables 3-6), {tier} tier. All numbers are top-1 test error in %: "
              "**lower is better**. paper = the paper's number (mean of 3 seeds); ours = mean over "
              f"{'/'.join(map(str, n)) if n else 'no (nothing ran)'} seed(s) of the exported student (no teacher, "
-             "Q or w), ours_std = its standard deviation over seeds; ratio = ours / paper (below 1: ours is lower). "
+             "Q or w), ours_std = its standard deviation over seeds; " + all_seeds_caption(table["n_seeds"])
+             + " ratio = ours / paper (below 1: ours is lower). "
              "Lambdas (KD: T, alpha) are chosen on a 10% validation split of the training set (selected); "
              "ours_mixed = the student with its teachers, before export; independence = mean over seeds of "
              "max_j 1 - p_w^j(student) (0: fully independent). Rows not run say why.\n"]
