@@ -27,7 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_path, read_json
-from common.report import NOT_RUN, all_seeds_caption, all_seeds_view, git_commit, load_reported, save_figure, to_markdown
+from common.report import (NOT_RUN, all_seeds_caption, all_seeds_view, git_commit, load_reported, save_figure,
+                           to_markdown)
 from common.stats import seed_stats
 
 TABLE = "Image classification"
