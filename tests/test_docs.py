@@ -6,7 +6,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO / "docs" / "reference_notes.md"
@@ -15,9 +14,6 @@ SECTION = re.compile(r"^##\s+§(\d+)\b", re.M)
 # 'docs/reference_notes.md §3', '`docs/reference_notes.md` §3', '[docs/reference_notes.md](../../docs/reference_notes.md) §3'
 CITATION = re.compile(r"reference_notes\.md`?(?:\]\([^)\s]*\))?\s*§\s*(\d+)")
 SKIP_SUFFIXES = {".png", ".jpg", ".pdf", ".pt", ".zip", ".npz", ".gz", ".pkl"}
-# Files another change in flight still has to update (its owner's, not this test's): the GAS image table's caption
-# comes from tables.py, and the recorded table is rebuilt from it. Drop them here once they cite docs/.
-PENDING = {"papers/gan_simulator/tables.py", "results/gas-2core/gan_simulator/images.md"}
 
 
 def repo_files() -> list[Path]:
@@ -69,12 +65,5 @@ def test_every_citation_names_a_section_that_exists():
 
 
 def test_no_file_cites_the_notes_outside_the_repository():
-    bad = [f"{rel}:{text.count(chr(10), 0, text.index(OLD_NAME)) + 1}" for rel, text in texts()
-           if OLD_NAME in text and rel not in PENDING]
+    bad = [f"{rel}:{text.count(chr(10), 0, text.index(OLD_NAME)) + 1}" for rel, text in texts() if OLD_NAME in text]
     assert not bad, f"cite docs/reference_notes.md §n instead of {OLD_NAME} in: {bad}"
-
-
-@pytest.mark.xfail(strict=True, reason="papers/gan_simulator/tables.py (and the recorded table built from it) still "
-                                       "cite the old notes file; when they are fixed this passes: empty PENDING")
-def test_pending_files_cite_the_repository_notes_too():
-    assert not [rel for rel, text in texts() if rel in PENDING and OLD_NAME in text]

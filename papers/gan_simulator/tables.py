@@ -72,7 +72,7 @@ def _load(runs: Path, exp: str) -> dict:
 def image_table(runs, plan: dict, reported: pd.DataFrame) -> pd.DataFrame:
     """One row per (preset, method) of the tier, plus the published baselines' datasets the tier lacks.
 
-    published = the published baseline's accuracy for that method and dataset (DAFL, DFAD; REFERENCE_NOTES §4);
+    published = the published baseline's accuracy for that method and dataset (DAFL, DFAD; docs/reference_notes.md §4);
     ours_* = statistics over seeds of the student's test accuracy (%); ours_best = the best seed (top-1 view);
     ratio = ours_mean / published. The all-seeds cell after ours_mean: 'ours mean [min, max]' below 5 seeds,
     'ours IQM [95% CI]' from 5, with 'ours per seed' (common.report.all_seeds_view).
@@ -263,7 +263,7 @@ def images_markdown(table: pd.DataFrame, tier: str, plan: dict) -> str:
     n = sorted(set(table.loc[(table["n_seeds"] > 0) & (table["method"] != "teacher"), "n_seeds"]))
     steps = sorted({int(v) for v in table["student_steps"].dropna()})
     cap = (f"Generative Adversarial Simulator, data-free distillation ({tier} tier): student top-1 test accuracy "
-           f"(%), higher is better. published = the published baselines DAFL / DFAD (REFERENCE_NOTES §4; the GAS "
+           f"(%), higher is better. published = the published baselines DAFL / DFAD (docs/reference_notes.md §4; the GAS "
            f"paper's own numbers are not public), at their full budgets; ours = mean, std, median, min over "
            f"{'/'.join(map(str, n)) or 'no'} seed(s) (all seeds), ours_best = the best seed (top-1 view); "
            f"ratio = ours_mean / published. Budget: {', '.join(map(str, steps)) or 'n/a'} student steps per method. "
