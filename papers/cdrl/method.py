@@ -103,12 +103,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from common.a2c import Batch, Hook
 from common.checks import arg, check_fields
 from common.envs import dataclass_from_dict
 from common.io import torch_save
+from common.losses import softened_kl
 from common.nets import NetOut
 
 MODES = ("homogeneous", "kd_policy", "kd_distill")
@@ -186,9 +186,7 @@ def temperature_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, tau: float, q
     p is the target (teacher or aligned teacher), q the student. The paper softens only the target
     (q_tau = 1); q_tau = tau is the symmetric form of Hinton et al. (2015).
     """
-    logp = F.log_softmax(p_logits / tau, -1)                    # ln softmax(z_T / tau)   (Eq. 1)
-    logq = F.log_softmax(q_logits / q_tau, -1)
-    return (logp.exp() * (logp - logq)).sum(-1)
+    return softened_kl(p_logits, q_logits, tau, q_tau)          # ln softmax(z_T / tau): Eq. 1
 
 
 def distillation_loss(target_logits: torch.Tensor, student_logits: torch.Tensor, tau: float,

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from common.checks import arg, check_fields, check_finite, check_value, fail
 from common.envs import dataclass_from_dict
 from common.io import resolve_device, seed_everything
+from common.losses import softened_kl
 
 METHODS = ("dafl", "dfad", "ours", "kd_real", "kd_noise")
 GENERATOR_METHODS = ("dafl", "dfad", "ours")
@@ -309,9 +310,7 @@ def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, T: float
 
     The T^2 factor (Hinton et al. 2015) keeps gradient magnitudes independent of T; at T = 1 it is 1.
     """
-    log_p = F.log_softmax(teacher_logits / T, dim=1)
-    log_q = F.log_softmax(student_logits / T, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean() * T * T
+    return softened_kl(teacher_logits, student_logits, T, T).mean() * T * T
 
 
 def disagreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor, kind: str = "l1",

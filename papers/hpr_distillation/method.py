@@ -104,6 +104,7 @@ from common.checks import arg, check_finite, fail
 from common.envs import MINATAR_PREFIX, AtariProtocol, ale_game_id, dataclass_from_dict, frame_hw, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.losses import softened_kl
 from common.nets import NetOut, conv_misfit, init_layer
 from common.replay import ReplayConfig, ReplayMemory, td_error_eq5
 from common.zoo import load_teacher, teacher_dir
@@ -262,12 +263,7 @@ def distillation_kl(q_teacher: torch.Tensor, q_student: torch.Tensor, tau: float
     `mask` [A] bool (True = the game has the action; default all): the other outputs are discarded, so
     both softmaxes are taken over the game's actions only.
     """
-    if mask is not None:
-        idx = torch.as_tensor(np.flatnonzero(np.asarray(mask, bool)), device=q_student.device)
-        q_teacher, q_student = q_teacher[:, idx], q_student[:, idx]
-    log_p_teacher = F.log_softmax(q_teacher / tau, -1)
-    log_p_student = F.log_softmax(q_student, -1)
-    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+    return softened_kl(q_teacher, q_student, tau, 1.0, mask=mask)
 
 
 def epsilon_at(step: int, start: float = 1.0, end: float = 0.1, decay_steps: int = 1_000_000) -> float:

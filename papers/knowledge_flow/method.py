@@ -45,6 +45,7 @@ from torch.func import functional_call
 from common.a2c import Batch, Hook
 from common.checks import arg, check_finite
 from common.envs import dataclass_from_dict
+from common.losses import softened_kl
 from common.nets import LayeredNet, NetOut, init_layer
 
 LINK_KEYS = ("teacher", "teacher_layer", "student_layer")
@@ -321,8 +322,7 @@ def dependency_loss(pw: dict[str, torch.Tensor], n_student_layers: int) -> torch
 
 def policy_kl(logits: torch.Tensor, logits_old: torch.Tensor) -> torch.Tensor:
     """KL(pi_theta(.|x) || pi_theta_old(.|x)) per state, over the last (action) dimension."""
-    logp, logp_old = F.log_softmax(logits, -1), F.log_softmax(logits_old, -1)
-    return (logp.exp() * (logp - logp_old)).sum(-1)
+    return softened_kl(logits, logits_old)
 
 
 def ema_update(theta_old: dict[str, torch.Tensor], theta: dict[str, torch.Tensor], alpha: float) -> None:
