@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from common.checks import arg, check_fields
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
 from common.multirun import check_memory, make_engine
-from common.io import (atomic_path, read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state,
-                       torch_save, write_json)
+from common.io import (atomic_path, derive_seed, read_checkpoint, resolve_device, rng_state, seed_everything,
+                       set_rng_state, torch_save, write_json)
 from common.nets import NETS, check_net_for_game, make_net
 
 CURVE_FIELDS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
@@ -232,7 +232,7 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
 
 def env_seed(seed: int, boundary: int) -> int:
     """Env seed for segment `boundary` of run `seed` (a fresh, reproducible stream per segment)."""
-    return int(np.random.SeedSequence([seed, boundary]).generate_state(1)[0] % (2**31 - 1))
+    return derive_seed(seed, boundary) % (2**31 - 1)
 
 
 class Progress:
@@ -369,7 +369,7 @@ def sample_actions(probs: torch.Tensor, generator: torch.Generator) -> torch.Ten
 
 def sampler_seed(seed: int) -> int:
     """Seed of a run's action sampler: its own stream, so that a run samples the same actions alone or in a group."""
-    return int(np.random.SeedSequence([seed, 104_729]).generate_state(1)[0])
+    return derive_seed(seed, 104_729)
 
 
 class _Run:

@@ -110,6 +110,14 @@ def read_checkpoint(path: str | os.PathLike, device="cpu") -> dict:
             "rewrites them as it trains again)") from e
 
 
+def derive_seed(seed: int, *stream: int) -> int:
+    """The one way a run derives a seed for one of its random streams: the first 32-bit word of numpy's
+    SeedSequence([seed, *stream]); independent streams for different `stream` keys (a fixed integer per kind, e.g.
+    the learner's action sampler 104_729, then indices). Callers that need a seed below 2**31 - 1 (ale-py's and
+    gymnasium's envs) take it modulo that."""
+    return int(np.random.SeedSequence([int(seed), *(int(k) for k in stream)]).generate_state(1)[0])
+
+
 def seed_everything(seed: int) -> None:
     """The one seeding function: python, numpy and torch (env seeds are passed to `reset`)."""
     random.seed(seed)

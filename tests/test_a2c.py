@@ -142,3 +142,15 @@ def test_resume_before_any_episode_keeps_one_header(tmp_path):
     train(args, tmp_path)
     lines = (tmp_path / "curve.csv").read_text().splitlines()
     assert lines[0].startswith("env_steps") and not any(l.startswith("env_steps") for l in lines[1:])
+
+
+def test_one_seed_derivation():
+    import numpy as np
+
+    from common.a2c import env_seed, sampler_seed
+    from common.io import derive_seed
+
+    # the first 32-bit word of SeedSequence([seed, *stream]), as every stream of the repository derives its seed
+    assert derive_seed(3, 7, 1) == int(np.random.SeedSequence([3, 7, 1]).generate_state(1)[0])
+    assert derive_seed(3, 7, 1) != derive_seed(3, 7, 2) != derive_seed(4, 7, 1)
+    assert env_seed(5, 2) == derive_seed(5, 2) % (2**31 - 1) and sampler_seed(5) == derive_seed(5, 104_729)

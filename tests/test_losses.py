@@ -33,3 +33,4 @@ def test_the_papers_losses_are_the_one_kl():
     assert torch.equal(distillation_kl(a, b, 0.01), softened_kl(a, b, 0.01))
     assert torch.equal(policy_kl(a, b), softened_kl(a, b))
     assert torch.equal(kd_loss(a, b, 3.0), softened_kl(a, b, 3.0, 3.0).mean() * 3.0 * 3.0)  # (x T) T, as Eq. S1
+

@@ -107,7 +107,7 @@ import torch.nn as nn
 from common.a2c import Batch, Hook
 from common.checks import arg, check_fields
 from common.envs import dataclass_from_dict
-from common.io import torch_save
+from common.io import derive_seed, torch_save
 from common.losses import softened_kl
 from common.nets import NetOut
 
@@ -342,7 +342,7 @@ class CA3CHook(Hook):
         if args.aligned:
             for m, a_t in enumerate(self.teacher_actions):
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(np.random.SeedSequence([seed, 7_717, m]).generate_state(1)[0]))
+                    torch.manual_seed(derive_seed(seed, 7_717, m))
                     self.alignment.append(AlignmentNet(a_t, n_actions, args.align_layers, args.align_width).to(device))
         self.online_alignment = bool(self.alignment) and not args.offline_alignment
         if args.offline_alignment:

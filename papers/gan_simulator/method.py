@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from common.checks import arg, check_fields, check_finite, check_value, fail
 from common.envs import dataclass_from_dict
-from common.io import resolve_device, seed_everything
+from common.io import derive_seed, resolve_device, seed_everything
 from common.losses import softened_kl
 
 METHODS = ("dafl", "dfad", "ours", "kd_real", "kd_noise")
@@ -219,7 +219,7 @@ def reinit_generator(G: Generator, seed: int) -> Generator:
 
 def life_seed(seed: int, life: int) -> int:
     """Seed of the `life`-th generator of a run (life 0 = the first); independent streams per (seed, life)."""
-    return int(np.random.SeedSequence([seed, life, 0x6A5]).generate_state(1)[0])
+    return derive_seed(seed, life, 0x6A5)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ from common.a2c import Progress, _truncate_csv
 from common.checks import arg, check_finite, fail
 from common.envs import MINATAR_PREFIX, AtariProtocol, ale_game_id, dataclass_from_dict, frame_hw, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
-from common.io import read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state, torch_save, write_json
+from common.io import (derive_seed, read_checkpoint, resolve_device, rng_state, seed_everything, set_rng_state,
+                       torch_save, write_json)
 from common.losses import softened_kl
 from common.nets import NetOut, conv_misfit, init_layer
 from common.replay import ReplayConfig, ReplayMemory, td_error_eq5
@@ -449,7 +450,7 @@ def load_replay_state(mem: ReplayMemory, state: dict) -> None:
 # ---------------------------------------------------------------------------------------------------
 def _seed(*keys: int) -> int:
     """A reproducible seed for stream `keys` (e.g. (seed, ENV, boundary, game))."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] % (2**31 - 1))
+    return derive_seed(*keys) % (2**31 - 1)
 
 
 TRAIN_RNG, ENV, VRANGE, EVAL = 0, 1, 2, 3  # independent random streams of a run
