@@ -715,6 +715,14 @@ class Learner:
     def done(self) -> bool:
         return self.update >= self.n_updates
 
+    @property
+    def round(self) -> int:
+        """Updates done (the driver protocol of run_rounds: one update a round)."""
+        return self.update
+
+    def step_round(self) -> None:
+        self.step()
+
     def _begin_segment(self) -> None:
         """Reset every env, run k's from env_seed(its seed, segment index)."""
         segment = self.update // self.ckpt_updates if self.ckpt_updates else 0
@@ -815,14 +823,9 @@ def train(args: A2CArgs, out_dir: str | os.PathLike, agent: nn.Module | None = N
 
 
 def _drive(learner: Learner, stop_after_updates: int | None):
-    try:
-        while not learner.done:
-            if stop_after_updates is not None and learner.update - learner.start_update >= stop_after_updates:
-                return {"stopped_at_update": learner.update}
-            learner.step()
-    finally:
-        learner.close()
-    return learner.finish()
+    """The learner's updates to the end (run_rounds, one update a round), then its outputs."""
+    stopped = run_rounds(learner, stop_after_updates)
+    return {"stopped_at_update": stopped["stopped_at_round"]} if stopped else learner.finish()
 
 
 def checkpoint_update(out_dir) -> int | None:
