@@ -437,6 +437,7 @@ def test_nan_in_the_a2c_loss_stops_at_its_step_and_the_rerun_resumes(tmp_path, r
         train(A2CArgs(**FAST), run, hook=NaNAt(45))
     msg = str(e.value)
     assert "at update 45 (step 900)" in msg and str(run / "checkpoint.pt") in msg and "resumes" in msg
+    assert "hook loss = nan" in msg and "policy_loss" not in msg  # the term that is not finite, named
     _assert_stopped_cleanly(run, 40)
     train(A2CArgs(**FAST), run, hook=NaNAt(10**9))             # the cause fixed: the rerun resumes from update 40
     _same_outputs(reference, run)
