@@ -527,22 +527,26 @@ class _Run:
         if extra_loss is not None:
             loss = extra_loss if loss is None else loss + extra_loss
         if loss is not None and not torch.isfinite(loss):
-            terms = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy, "hook loss": extra_loss}
-            bad = ", ".join(f"{k} = {float(torch.as_tensor(v).detach().float().mean())}" for k, v in terms.items()
-                            if v is not None and not torch.isfinite(torch.as_tensor(v)).all())
-            kept = (f"The last checkpoint ({self.ckpt_path}) is kept; a rerun resumes from it."
-                    if self.ckpt_path.exists() else
-                    f"No checkpoint was written yet ({self.ckpt_path}): a rerun starts from scratch.")
-            raise FloatingPointError(
-                f"non-finite loss ({loss.item()}; {bad or 'the total'}) at update {update} (step "
-                f"{update * per_update:,}) of {self.label}: lower lr (now {args.lr}) or check the reward scale and "
-                f"hook losses. {kept}")
+            self.nonfinite(loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
+                                  "hook loss": extra_loss}, update, per_update)
         grad_norm = 0.0
         if loss is not None:  # None: gae_loss off and no hook loss, the main optimiser has nothing to do
             grad_norm = optimizer_step(self.opt, loss, self.params, args.max_grad_norm)
         logs.update(hook.after_update(agent, batch))
         return {"env_steps": step, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
                 "grad_norm": grad_norm, "logs": logs}
+
+    def nonfinite(self, loss, terms: dict, update: int, per_update: int) -> None:
+        """Stop on a non-finite loss: name the update, the non-finite terms and whether a checkpoint is there to
+        resume from (both engines of common/multirun.py call it)."""
+        bad = ", ".join(f"{k} = {float(torch.as_tensor(v).detach().float().mean())}" for k, v in terms.items()
+                        if v is not None and not torch.isfinite(torch.as_tensor(v)).all())
+        kept = (f"The last checkpoint ({self.ckpt_path}) is kept; a rerun resumes from it."
+                if self.ckpt_path.exists() else
+                f"No checkpoint was written yet ({self.ckpt_path}): a rerun starts from scratch.")
+        raise FloatingPointError(
+            f"non-finite loss ({loss.item()}; {bad or 'the total'}) at update {update} (step {update * per_update:,}) "
+            f"of {self.label}: lower lr (now {self.args.lr}) or check the reward scale and hook losses. {kept}")
 
     # -- log: one row of train_stats.csv ------------------------------------------------------------
     def log(self, s: dict) -> None:

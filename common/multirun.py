@@ -221,13 +221,10 @@ class StackedEngine:
         pg_loss = -reduce(logp * adv)
         v_loss = 0.5 * reduce((ret - values) ** 2)
         loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * reduce(entropy)  # [K]
-        bad = [k for k in range(K) if not torch.isfinite(loss[k])]
-        if bad:
-            r = runs[bad[0]]
-            raise FloatingPointError(
-                f"non-finite loss ({loss[bad[0]].item()}) at update {update} (step {update * per_update:,}) of "
-                f"{r.label}: lower lr (now {args.lr}) or check the reward scale. The last checkpoint "
-                f"({r.ckpt_path}) is kept; a rerun resumes from it.")
+        if not torch.isfinite(loss).all():  # one device sync per update for all runs; then name the first bad run
+            k = next(k for k in range(K) if not torch.isfinite(loss[k]))
+            runs[k].nonfinite(loss[k], {"policy_loss": pg_loss[k], "value_loss": v_loss[k], "entropy": entropy[k]},
+                              update, per_update)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()  # the runs are independent: each run's slice gets its own gradient
         grad_norm = self._clip_per_run(args.max_grad_norm)

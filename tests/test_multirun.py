@@ -156,3 +156,12 @@ def test_gpu_asked_for_and_absent(tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(RuntimeError, match="torch sees no GPU.*device: auto or cpu"):
         Learner(A2CArgs(**{**SMALL, "device": "cuda"}), tmp_path)
+
+
+def test_stacked_nan_names_the_run_and_term(tmp_path):
+    lr = Learner.many([RunSpec(A2CArgs(**SMALL, seed=s), tmp_path / str(s)) for s in (0, 1)], batch="stacked")
+    with torch.no_grad():
+        lr.engine.params[lr.engine.names[-1]][1].fill_(float("nan"))  # run 1's value head
+    with pytest.raises(FloatingPointError, match=r"value_loss = nan.*update 0 .*seed 1.*No checkpoint was written"):
+        lr.step()
+    lr.close()
