@@ -115,6 +115,16 @@ def run_spec(config: dict, method: str) -> dict:
                    "of knowledge_flow.experiments nor a Table 7 run")
 
 
+def table2_methods(config: dict) -> list[str]:
+    """The Table 2 columns this tier trains (knowledge_flow.table2_methods, default all three): a recording that tests
+    one claim trains only its arms (config/recorded/kf-minatar-2core.yaml); the others are shown as not run."""
+    chosen = list(config["knowledge_flow"].get("table2_methods", TABLE2))
+    unknown = [m for m in chosen if m not in TABLE2]
+    if unknown:
+        raise ValueError(f"knowledge_flow.table2_methods: unknown {unknown}; choose from {list(TABLE2)}")
+    return [m for m in TABLE2 if m in chosen]
+
+
 def teachers(config: dict, method: str, game: str) -> list[tuple[str, str, str]]:
     """(game, kind, algo) of each teacher of one run, in link order (empty for the baseline)."""
     algo = config["teachers"]["algo"]
@@ -166,7 +176,7 @@ def runs(config: dict) -> list[tuple[str, str]]:
     every experiment's runs; each once."""
     kf = config["knowledge_flow"]
     out = [(BASELINE, g) for g in kf["games"]]
-    out += [(m, g) for g in kf.get("table2", {}) for m in TABLE2]
+    out += [(m, g) for g in kf.get("table2", {}) for m in table2_methods(config)]
     for name in experiments(config):
         out += [(m, g) for m, g, _ in experiment_cells(config, name)]
     out += [(table7_kf_method(t), t[0]) for t in table7_triples(config)]
@@ -177,7 +187,7 @@ def run_seeds(config: dict) -> list[tuple[str, str, int]]:
     """(method, game, seed) of every run, with the largest seed count any table asks of that cell."""
     kf = config["knowledge_flow"]
     n = {(m, g): int(kf["seeds"]) for m, g in [(BASELINE, g) for g in kf["games"]]
-         + [(m, g) for g in kf.get("table2", {}) for m in TABLE2]}
+         + [(m, g) for g in kf.get("table2", {}) for m in table2_methods(config)]}
     for name in experiments(config):
         for m, g, s in experiment_cells(config, name):
             n[(m, g)] = max(n.get((m, g), 0), s)
@@ -254,6 +264,7 @@ def check(config: dict) -> None:
 def check_runs(config: dict) -> None:
     """Config errors in table2, the experiments and table7, named before any job starts."""
     kf = config["knowledge_flow"]
+    table2_methods(config)
     for game, entry in kf.get("table2", {}).items():
         missing = [k for _, k in TABLE2.values() if k not in entry]
         if missing:

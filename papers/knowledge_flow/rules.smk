@@ -11,7 +11,7 @@ KF = config["knowledge_flow"]
 KF_RUNS = f"runs/{TIER}/knowledge_flow"
 KF_SEEDS = range(KF["seeds"])
 KF_CELLS = kf_plan.runs(config)
-TABLE2_METHODS = ["baseline"] + (list(kf_plan.TABLE2) if KF.get("table2") else [])
+TABLE2_METHODS = ["baseline"] + (kf_plan.table2_methods(config) if KF.get("table2") else [])
 KF_EXPERIMENTS = list(kf_plan.experiments(config))
 
 
