@@ -62,8 +62,11 @@ class EvalProtocol:
 
 
 @torch.no_grad()
-def evaluate(agent: torch.nn.Module, game: str, protocol: EvalProtocol, seed: int, device="cpu") -> dict:
-    """Play `agent` (a net returning NetOut) under `protocol`; returns scores and summary statistics."""
+def evaluate(agent: torch.nn.Module | None, game: str, protocol: EvalProtocol, seed: int, device="cpu") -> dict:
+    """Play `agent` (a net returning NetOut) under `protocol`; returns scores and summary statistics.
+
+    agent=None plays the uniform-random policy (every table's random-policy row): each action uniform over the
+    game's actions from its own stream (numpy, seeded by `seed`), under the same starts, caps and scoring."""
     p = protocol
     n = max(1, min(p.num_envs, p.episodes)) if p.steps <= 0 else p.num_envs
     env = make_vec_env(game, n, {
@@ -74,17 +77,21 @@ def evaluate(agent: torch.nn.Module, game: str, protocol: EvalProtocol, seed: in
     gen = torch.Generator().manual_seed(seed)
     quota = np.full(n, p.episodes // n) + (np.arange(n) < p.episodes % n)
     scores, lengths, done_count = [], [], np.zeros(n, dtype=int)
+    uniform = np.random.default_rng([seed, 1]) if agent is None else None
     obs = torch.from_numpy(env.reset(seed))
-    state, starts = agent.initial_state(n, device), torch.ones(n, dtype=torch.bool)
+    state = None if agent is None else agent.initial_state(n, device)
+    starts = torch.ones(n, dtype=torch.bool)
     steps, t0 = 0, time.time()
     while True:
-        out = agent(obs.to(device), state, starts.to(device))
-        state = out.state
-        if p.policy == "greedy":
-            a = out.logits.argmax(-1).cpu()
+        if agent is None:
+            a = uniform.integers(0, env.n_actions, n)
         else:
-            a = torch.multinomial(torch.softmax(out.logits.float().cpu(), -1), 1, generator=gen).squeeze(-1)
-        a = a.numpy()
+            out = agent(obs.to(device), state, starts.to(device))
+            state = out.state
+            if p.policy == "greedy":
+                a = out.logits.argmax(-1).cpu().numpy()
+            else:
+                a = torch.multinomial(torch.softmax(out.logits.float().cpu(), -1), 1, generator=gen).squeeze(-1).numpy()
         explore = rng.random(n) < p.epsilon
         a = np.where(explore, rng.integers(0, env.n_actions, n), a)
         st = env.step(a)
@@ -112,7 +119,8 @@ def main(argv=None):
     from common.cli import parse_mapping
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--policy", required=True, help="policy file written by training (model.pt)")
+    ap.add_argument("--policy", required=True, help="policy file written by training (model.pt), or 'random' for "
+                    "the uniform-random policy")
     ap.add_argument("--game", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="eval JSON to write (atomically)")
@@ -121,7 +129,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     proto = EvalProtocol.from_dict(parse_mapping(a.protocol, '--protocol'))
-    res = evaluate(load_policy(a.policy), a.game, proto, a.seed)
+    res = evaluate(None if a.policy == "random" else load_policy(a.policy), a.game, proto, a.seed)
     res["policy"] = a.policy
     write_json(a.out, res)
     print(f"{a.game}: mean {res['mean']:.1f} ± {res['std']:.1f} over {res['episodes']} games", flush=True)

@@ -74,7 +74,14 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert set(ran[ran.column == "A3C baseline"].row) == {"Breakout", "Seaquest"}
     for col in ("Ours w/ expert", "Ours w/ non-expert", "Fine-tune"):
         assert list(ran[ran.column == col].row) == ["Breakout"]
-    assert (ran.n_seeds == 2).all()
+    refs = ran[ran.column.isin(["Random policy", "Teacher (expert)"])]
+    assert (ran.drop(refs.index).n_seeds == 2).all()
+    # the reference rows: a measured random policy on both games, and each game's own expert (both are teachers)
+    assert sorted(zip(refs.column, refs.row)) == [("Random policy", "Breakout"), ("Random policy", "Seaquest"),
+                                                   ("Teacher (expert)", "Breakout"), ("Teacher (expert)", "Seaquest")]
+    assert (refs.n_seeds == 1).all() and refs.paper.isna().all()
+    rnd = json.loads((tmp_path / "runs/smoke/knowledge_flow/random/Breakout/eval.json").read_text())
+    assert rnd["episodes"] == 2 and float(refs[(refs.column == "Random policy") & (refs.row == "Breakout")].ours_topk.iloc[0]) == rnd["mean"]
     assert "not run" in set(table.ours_topk.astype(str))  # the paper's other rows are shown, marked not run
     independence = (tmp_path / "results/smoke/knowledge_flow/independence.md").read_text()
     assert "KF w/ expert (ours) | Breakout | 2 |" in independence

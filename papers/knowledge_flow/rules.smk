@@ -86,12 +86,39 @@ rule kf_eval:
         " --seed {wildcards.seed} --out {output} --protocol '{params.protocol}' 2> {log}"
 
 
+rule kf_random_eval:
+    """Every table's random-policy row: uniformly random actions under the students' evaluation protocol."""
+    output:
+        f"{KF_RUNS}/random/{{game}}/eval.json",
+    wildcard_constraints:
+        game="[A-Za-z0-9]+|MinAtar/[A-Za-z]+",
+    params:
+        protocol=eval_protocol(KF.get("eval")),
+    log:
+        f"logs/{TIER}/knowledge_flow/eval_random_{{game}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "{PY} -m common.evaluation --policy random --game {wildcards.game}"
+        " --seed 0 --out {output} --protocol '{params.protocol}' 2> {log}"
+
+
+# Table 2's reference rows: the random policy on every game, and each game's own expert where a table2 entry trains it
+KF_T2_GAMES = list(dict.fromkeys(list(KF["games"]) + list(KF.get("table2", {}))))
+KF_T2_TEACHERS = {g: f"{kf_plan.teacher_dir(config, TIER, g, 'expert', config['teachers']['algo'])}/eval.json"
+                  for g in KF_T2_GAMES if (g, "expert", config["teachers"]["algo"]) in kf_plan.all_teachers(config)}
+
+
 rule kf_table2:
     """Table 2 paper vs ours (top-k of N and all-seeds IQM [95% CI]), Fig. 3/6 curves, p_w over training,
     and the students' remaining teacher dependence at the end."""
     input:
         evals=[f"{KF_RUNS}/{m}/{g}/seed{s}/eval.json" for m in TABLE2_METHODS
                for g in (KF["games"] if m == "baseline" else KF.get("table2", {})) for s in KF_SEEDS],
+        random=[f"{KF_RUNS}/random/{g}/eval.json" for g in KF_T2_GAMES],
+        teachers=list(KF_T2_TEACHERS.values()),
         reported=f"{workflow.basedir}/papers/knowledge_flow/reported.csv",
     output:
         csv=f"results/{TIER}/knowledge_flow/table2.csv",
@@ -102,6 +129,7 @@ rule kf_table2:
     params:
         top_k=KF["top_k"],
         methods=" ".join(TABLE2_METHODS),
+        teachers=" ".join(f"{g}={f}" for g, f in KF_T2_TEACHERS.items()),
     log:
         f"logs/{TIER}/knowledge_flow/table2.log",
     benchmark:
@@ -109,8 +137,8 @@ rule kf_table2:
     threads: 1
     shell:
         "{PY} -m papers.knowledge_flow.tables table2 --runs {KF_RUNS} --methods {params.methods} --tier {TIER}"
-        " --top-k {params.top_k} --reported {input.reported} --out-csv {output.csv} --out-md {output.md}"
-        " --out-independence {output.independence} --out-fig {output.fig} --out-pw-fig {output.pw_fig} 2> {log}"
+        " --top-k {params.top_k} --reported {input.reported} --random {input.random} --teachers {params.teachers}"
+        " --out-csv {output.csv} --out-md {output.md} --out-independence {output.independence} --out-fig {output.fig} --out-pw-fig {output.pw_fig} 2> {log}"
 
 
 rule kf_experiment:

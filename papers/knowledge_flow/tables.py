@@ -92,9 +92,26 @@ def baseline(a) -> None:
 
 
 METHOD_NAMES = {"baseline": "A3C baseline (ours)", "kf_expert": "KF w/ expert (ours)",
-                "kf_non_expert": "KF w/ non-expert (ours)", "finetune": "Fine-tune (ours)"}
+                "kf_non_expert": "KF w/ non-expert (ours)", "finetune": "Fine-tune (ours)",
+                "random": "Random policy (measured)", "teacher": "Teacher: the game's expert (measured)"}
 COLUMN_MAP = {"Ours w/ expert": "kf_expert", "Ours w/ non-expert": "kf_non_expert", "Fine-tune": "finetune",
-              "A3C baseline": "baseline", "A3C": "baseline"}
+              "A3C baseline": "baseline", "A3C": "baseline",
+              # rows the paper does not print: the reference points every RL table carries
+              "Random policy": "random", "Teacher (expert)": "teacher"}
+
+
+def reference_rows(random_evals: list[str], teacher_evals: list[str]) -> pd.DataFrame:
+    """(method, game, seed, score) rows of the uniform-random policy (eval.json of `common.evaluation --policy
+    random`, which names its game) and of each game's own expert teacher ('GAME=teachers/.../eval.json')."""
+    rows = [{"method": "random", "game": (ev := read_json(f))["game"], "seed": int(ev["seed"]), "score": ev["mean"]}
+            for f in random_evals]
+    for pair in teacher_evals:
+        game, sep, f = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--teachers takes GAME=PATH pairs, got {pair!r}")
+        ev = read_json(f)
+        rows.append({"method": "teacher", "game": game, "seed": int(ev.get("seed", 0)), "score": ev["mean"]})
+    return pd.DataFrame(rows, columns=["method", "game", "seed", "score"])
 
 
 def independence_table(runs: Path, methods: list[str]) -> pd.DataFrame:
@@ -148,10 +165,13 @@ def table2(a) -> None:
         seeds.append(s_m)
         curves.append(c_m.assign(method=METHOD_NAMES.get(m, m)))
     seeds, curves = pd.concat(seeds, ignore_index=True), pd.concat(curves, ignore_index=True)
+    n = int(seeds.groupby(["method", "game"]).seed.nunique().max())
+    refs = reference_rows(a.random, a.teachers)
+    if not refs.empty:
+        seeds = pd.concat([seeds, refs], ignore_index=True)
     ours = summarise(seeds, score="score", by=("method", "game"), k=a.top_k)
     table = comparison_table(ours, load_reported(a.reported), "Table 2", row_col="game", column_map=COLUMN_MAP)
     table["method"] = table["method"].map(lambda m: METHOD_NAMES.get(m, m))
-    n = int(seeds.groupby(["method", "game"]).seed.nunique().max())
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     caption = (f"Knowledge Flow Table 2: paper vs ours ({a.tier} tier). ours_topk = mean of the top {a.top_k} of "
@@ -162,7 +182,10 @@ def table2(a) -> None:
                "(no teacher, Q or w); see independence.md for how far each run ended from p_w(student) = 1. 'A3C' "
                "(Mnih et al.) is a human-start score, not on our no-op protocol. The curves (table2_curves.png) are "
                "training returns of the net being trained: for Knowledge Flow the mixed net, teachers included, "
-               "not the exported student the table scores." + provenance([runs / m for m in a.methods], n))
+               "not the exported student the table scores. Reference rows: 'Random policy' plays uniformly random "
+               "actions under the students' evaluation protocol (one seed); 'Teacher' is the game's own expert as "
+               "the teacher zoo evaluates it (common/zoo.py: sampled actions, the protocol in its eval.json), where "
+               "this tier trains one." + provenance([runs / m for m in a.methods], n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     ind = independence_table(runs, [m for m in a.methods if m.startswith("kf")])
@@ -324,6 +347,8 @@ def main(argv=None):
         t.add_argument(k, required=True)
     t.add_argument("--methods", nargs="+", required=True)
     t.add_argument("--top-k", type=int, default=3)
+    t.add_argument("--random", nargs="*", default=[], help="random-policy eval.json files (the reference rows)")
+    t.add_argument("--teachers", nargs="*", default=[], help="GAME=eval.json of each game's own expert teacher")
     e = sub.add_parser("experiment")
     for k in ("--name", "--spec", "--runs", "--tier", "--reported", "--out-csv", "--out-md", "--out-fig"):
         e.add_argument(k, required=True)
