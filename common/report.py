@@ -260,10 +260,12 @@ def plot_curves(curves: pd.DataFrame, path, title: str, xlabel: str = "env steps
 
 def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue: str, x: str = "env_steps",
                 y: str = "score", xlabel: str = "env steps", ylabel: str = "game score", ncols: int = 3,
-                n_boot: int = 1000, sharey: bool = False) -> Path:
+                n_boot: int = 1000, sharey: bool = False,
+                refs: dict[str, list[tuple[str, float]]] | None = None) -> Path:
     """One panel per value of `facet` (a column, or columns joined by ' / '), a mean line per `hue` with a
     band over the rows at each x (seeds; curve_band of the fewest rows of any line at any x, named under the
-    title), seaborn style; written atomically."""
+    title), seaborn style; written atomically. refs: panel -> [(label, value)], drawn as labelled dashed
+    horizontal lines (the random policy, the teacher, the paper's number where it is on the same scale)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df = df.copy()
@@ -282,6 +284,11 @@ def plot_facets(df: pd.DataFrame, path, title: str, facet: str | list[str], hue:
     for ax, panel in zip(axes, panels):
         sns.lineplot(data=df[df["_facet"] == panel], x=x, y=y, hue=hue, hue_order=order, palette=palette,
                      errorbar=errorbar, n_boot=n_boot, seed=0, ax=ax, legend=ax is axes[0])
+        for i, (label, value) in enumerate((refs or {}).get(panel, [])):
+            if value == value:  # not NaN
+                ax.axhline(value, color="0.35", lw=1, ls=(0, (4, 2 + 2 * i)))
+                ax.annotate(label, (0.01, value), xycoords=("axes fraction", "data"), fontsize=7, color="0.25",
+                            va="bottom")
         ax.set_title(panel)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

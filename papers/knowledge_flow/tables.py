@@ -100,6 +100,21 @@ COLUMN_MAP = {"Ours w/ expert": "kf_expert", "Ours w/ non-expert": "kf_non_exper
               "Random policy": "random", "Teacher (expert)": "teacher"}
 
 
+def reference_lines(table: pd.DataFrame, games) -> dict[str, list[tuple[str, float]]]:
+    """game -> [(label, score)] for the Table 2 figure: our measured random policy and teacher, and the paper's
+    A3C baseline and KF w/ expert (its games only: the paper's numbers are on the same Atari score scale)."""
+    out = {}
+    for g in games:
+        rows = table[table["row"] == g]
+        lines = [(label, float(r[0])) for label, col, key in (("random", "Random policy", "ours_topk"),
+                                                              ("teacher", "Teacher (expert)", "ours_topk"),
+                                                              ("paper: A3C baseline", "A3C baseline", "paper"),
+                                                              ("paper: KF w/ expert", "Ours w/ expert", "paper"))
+                 if len(r := pd.to_numeric(rows.loc[rows["column"] == col, key], errors="coerce").dropna().values)]
+        out[g] = lines
+    return out
+
+
 def reference_rows(random_evals: list[str], teacher_evals: list[str]) -> pd.DataFrame:
     """(method, game, seed, score) rows of the uniform-random policy (eval.json of `common.evaluation --policy
     random`, which names its game) and of each game's own expert teacher ('GAME=teachers/.../eval.json')."""
@@ -195,8 +210,9 @@ def table2(a) -> None:
                                         f"({a.tier} tier): per layer mean over seeds, the mean of each run's worst "
                                         "layer, and the worst run. 0 = fully independent student."))
     plot_facets(curves, a.out_fig, f"Knowledge Flow Table 2 / Fig. 3, 6: training return (KF: mixed net), all seeds "
-                                   f"({a.tier} tier, commit {git_commit()})",
-                facet="game", hue="method")
+                                   f"({a.tier} tier, commit {git_commit()}); dashed: random policy, teacher, the "
+                                   "paper's final scores (40M steps)",
+                facet="game", hue="method", refs=reference_lines(table, curves["game"].unique()))
     pw = pw_curves(runs, [m for m in a.methods if m.startswith("kf")])
     if pw.empty:  # a tier with the baseline only (e.g. config/recorded/foundation-2core.yaml)
         pw = pd.DataFrame({"method": ["no Knowledge Flow runs in this tier"], "game": ["-"], "layer": ["-"],
