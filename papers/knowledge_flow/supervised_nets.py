@@ -9,7 +9,7 @@ supervised programs. A net spec (``SupArgs.student``, a teacher's ``net``) picks
 =============  ===========================================================  ==================================
 arch           net                                                          used for
 =============  ===========================================================  ==================================
-(none)         ``supervised.ClassifierNet``: convs then fc layers, ReLU     digits presets; Hinton's MNIST MLPs
+(none)         :class:`ClassifierNet`: convs then fc layers, ReLU           digits presets; Hinton's MNIST MLPs
 chen_mnist     Chen (2017)'s MNIST MLP: fc 256-256, ReLU, dropout 0.2       Table 5 (EMNIST Letters)
 chen_cifar     Chen (2017)'s CIFAR net (n = ``channels``, 128): conv        Table 4 C100 (teacher; the student
                n, n, M, 2n, 2n, M, 4n, 4n, M, 8n (no padding), M; BN        ``width: 0.5``: every conv halved)
@@ -56,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.nets import NetOut
+from papers.knowledge_flow.supervised_data import Task, data_device
 
 
 class LayeredClassifier(nn.Module):
@@ -94,6 +95,44 @@ class LayeredClassifier(nn.Module):
         for i in range(len(self.layers)):
             h = self.activate(self.preact(i, h))
         return NetOut(self.heads(h)[0], None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ClassifierNet: convs then fully connected layers (the digits presets, Hinton's and Chen's MNIST MLPs)
+# ---------------------------------------------------------------------------------------------------
+class ClassifierNet(LayeredClassifier):
+    """conv layers (k x k, stride s, 'same'-style padding k//2) then fully connected layers, ReLU (then dropout
+    with probability `dropout` in training, after Chen (2017)'s MNIST MLP; 0: none), and a linear output layer
+    of class logits. Layers are named conv1.., fc1..; ``heads`` returns (logits, None) (no value head), so the
+    net plugs into KnowledgeFlowStudent like an actor-critic LayeredNet (:class:`LayeredClassifier`)."""
+
+    def __init__(self, in_shape, n_classes: int, hidden=(800, 800), convs=(), dropout: float = 0.0):
+        super().__init__()
+        self.obs_shape, self.n_actions = tuple(in_shape), int(n_classes)
+        self.dropout = float(dropout)
+        layers, names = [], []
+        c, h, w = self.obs_shape
+        for i, (out_c, k, s) in enumerate(convs):
+            layers.append(nn.Conv2d(c, out_c, k, s, padding=k // 2))
+            names.append(f"conv{i + 1}")
+            c, h, w = out_c, (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+        d = c * h * w
+        for i, n in enumerate(hidden):
+            layers.append(nn.Linear(d, n))
+            names.append(f"fc{i + 1}")
+            d = n
+        if not layers:
+            raise ValueError("a classifier needs at least one hidden layer (hidden or convs)")
+        self.layers, self.layer_names = nn.ModuleList(layers), tuple(names)
+        self.head = nn.Linear(d, n_classes)
+
+    def preact(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        layer = self.layers[i]
+        return layer(h.flatten(1) if isinstance(layer, nn.Linear) and h.dim() > 2 else h)
+
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        h = F.relu(z)
+        return F.dropout(h, self.dropout, self.training) if self.dropout else h
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,7 +267,7 @@ class TorchvisionResNet(LayeredClassifier):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Net specs: {arch: ..., <its settings>}; no arch = a ClassifierNet (built by supervised.make_net)
+# Net specs: {arch: ..., <its settings>}; no arch = a ClassifierNet (built by make_net)
 # ---------------------------------------------------------------------------------------------------
 ARCHS = {   # arch -> its settings and their defaults (a spec's other keys are errors)
     None: {"hidden": [], "convs": [], "dropout": 0.0},
@@ -278,12 +317,48 @@ def build_net(spec: dict, in_shape, n_classes: int) -> LayeredClassifier:
         return DenseNetBC(in_shape, n_classes, depth=int(spec["depth"]), growth=int(spec["growth"]))
     if arch in ("resnet18", "resnet50"):
         return TorchvisionResNet(in_shape, n_classes, arch)
-    raise ValueError(f"build_net: arch '{arch}' is built by supervised.make_net")
+    raise ValueError(f"build_net: arch '{arch}' is built by make_net")
+
+
+def finetune_classifier(student: ClassifierNet, teacher: ClassifierNet) -> ClassifierNet:
+    """Initialise `student` from a same-architecture teacher: every hidden layer, and the output layer when
+    the class counts agree (otherwise it stays freshly initialised)."""
+    sd, mine = teacher.state_dict(), student.state_dict()
+    keep = [k for k in mine if k.startswith("layers.") or teacher.n_classes == student.n_classes]
+    for k in keep:
+        if k not in sd or sd[k].shape != mine[k].shape:
+            raise ValueError(f"cannot fine-tune from this teacher: parameter '{k}' is "
+                             f"{'missing' if k not in sd else tuple(sd[k].shape)}, the student's is "
+                             f"{tuple(mine[k].shape)} (fine-tuning needs the student's architecture)")
+    with torch.no_grad():
+        for k in keep:
+            mine[k].copy_(sd[k])
+    return student
+
+
+def same_name_links(student: ClassifierNet, teachers) -> list[dict]:
+    """``links: same``: student layer j <- the layer of the same name in every teacher that has one."""
+    return [{"teacher": m, "teacher_layer": n, "student_layer": n}
+            for m, t in enumerate(teachers) for n in student.layer_names if n in t.layer_names]
+
+
+def make_net(spec: dict, task: Task) -> LayeredClassifier:
+    """The net of a spec (SupArgs.student, a teacher's net) for `task`, on the device the task's data lies on:
+    a ClassifierNet without ``arch`` (the digits and MNIST presets) or for chen_mnist (Chen's MLP: fc 256-256,
+    dropout 0.2), else the arch's net (:func:`build_net`)."""
+    r = resolve_net_spec(spec)
+    if r.get("arch") in (None, "chen_mnist"):
+        net = ClassifierNet(task.in_shape, task.n_classes, hidden=r["hidden"], convs=r.get("convs", ()),
+                            dropout=r["dropout"])
+    else:
+        net = build_net(r, task.in_shape, task.n_classes)
+    return net.to(data_device(task))
 
 
 def n_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["LayeredClassifier", "ChenConvNet", "DenseNetBC", "TorchvisionResNet", "ARCHS", "resolve_net_spec",
-           "apply_arch_overrides", "build_net", "n_parameters", "chen_cifar_layers", "chen_stl10_layers"]
+__all__ = ["LayeredClassifier", "ClassifierNet", "ChenConvNet", "DenseNetBC", "TorchvisionResNet", "ARCHS",
+           "resolve_net_spec", "apply_arch_overrides", "build_net", "make_net", "finetune_classifier",
+           "same_name_links", "n_parameters", "chen_cifar_layers", "chen_stl10_layers"]

@@ -5,7 +5,7 @@
       --reported papers/knowledge_flow/reported.csv --out-csv S.csv --out-md S.md --out-fig S.png \
       [--out-pw-fig P.png] [--out-curve-fig C.png]
 
---plan is :func:`papers.knowledge_flow.supervised.tier_plan` as JSON: the tier's presets and, for each, why it
+--plan is :func:`papers.knowledge_flow.supervised_plan.tier_plan` as JSON: the tier's presets and, for each, why it
 was not run (None when it ran). Every reported row of Tables 3-6 appears in the output, with our number, or
 "not run: <reason>" (dataset unavailable, not in this tier, no preset), or marked as another work's number.
 
@@ -38,7 +38,9 @@ from common.io import atomic_path, read_json
 from common.report import (NOT_RUN, all_seeds_caption, all_seeds_view, load_reported, plot_facets, save_figure,
                            to_markdown)
 from common.stats import seed_stats
-from papers.knowledge_flow.supervised import EXPERIMENTS, NOT_REPRODUCED, PAPER_ROWS, PW_COLUMNS, TIER_TABLES
+from papers.knowledge_flow.supervised import PW_COLUMNS
+from papers.knowledge_flow.supervised_plan import TIER_TABLES
+from papers.knowledge_flow.supervised_presets import EXPERIMENTS, NOT_REPRODUCED, PAPER_ROWS
 
 NOTES = {
     "Table 3": "Paper: DenseNet-BC-100/24 with standard augmentation; ours: DenseNet-BC (paper tier 100/24, default "
@@ -116,7 +118,8 @@ def build(runs, plan: dict, reported: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
             rec = {"table": table, "row": row, "column": column, "experiment": exp or "", "method": method,
                    "paper": paper.get(column, np.nan)}
             if not exp:
-                rec.update(_not_run(NOT_REPRODUCED.get((table, row), "no preset in supervised.py reproduces this row")))
+                rec.update(_not_run(NOT_REPRODUCED.get((table, row),
+                                                       "no preset in supervised_presets.yaml reproduces this row")))
             elif not method:
                 rec.update(ours=OTHER_WORK, n_seeds=0)
             elif res is not None:
