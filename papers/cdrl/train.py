@@ -5,7 +5,7 @@
 ``--args`` is a :class:`RunArgs` mapping::
 
     method: a3c | homogeneous | kd_policy | kd_distill | distill_only | collaborative
-    a2c: {game: Bowling, seed: 0, total_steps: 20000000, ...}     # common.a2c.A2CArgs over PAPER_A2C
+    a2c: {game: Bowling, seed: 0, total_steps: 20000000, ...}     # common.a2c.A2CArgs over PAPER_A2C (paper.yaml)
     ca3c: {teachers: [runs/.../expert_pong/seed100], align_from: 1000000, distill_from: 2000000, ...}
     eval: {episodes: 30}                                          # common.evaluation.EvalProtocol
     source: {game: Pong}                                          # collaborative only: the source learner
@@ -41,6 +41,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from common.a2c import A2CArgs, RunSpec, train, train_many
 from common.cli import parse_mapping
 from common.envs import dataclass_from_dict, make_vec_env
@@ -54,30 +56,18 @@ MODE_OF = {"homogeneous": "homogeneous", "kd_policy": "kd_policy", "kd_distill":
            "distill_only": "homogeneous", "collaborative": "kd_distill"}
 LOCKSTEP_KEYS = ("num_envs", "n_steps", "total_steps", "checkpoint_every")  # collaborative: equal in both learners
 
-# The official code's settings (docs/reference_notes.md §3), under any a2c keys a config gives.
-PAPER_PROTOCOL = {
-    "frame_stack": 1,            # one frame: the LSTM is the memory
-    "size": 42,                  # 42x42 grey ...
-    "crop_rows": [34, 194],      # ... from screen rows 34-193, resized via 80x80 (universe-starter-agent)
-    "clip_rewards": False,       # the code trains on raw rewards
-    "episodic_life": False,      # no life-loss terminals (gym's Atari envs of 2017 had none)
-}
-PAPER_A2C = {
-    "net": "ca3c",
-    "num_envs": 8,               # 8 agents per task (Sec. 5.2); synchronous stand-in for 8 A3C workers
-    "n_steps": 20,               # t_max = 20
-    "gamma": 0.99,
-    "gae_lambda": 1.0,
-    "ent_coef": 0.01,
-    "vf_coef": 0.5,              # 0.5 * (0.5 * sum (V - R)^2): the learner's value loss is already halved
-    "loss_reduction": "sum",     # sums over the rollout
-    "optimizer": "adam",
-    "lr": 1.0e-4,
-    "lr_decay": False,           # constant Adam 1e-4
-    "adam_eps": 1.0e-8,          # TF's Adam default
-    "max_grad_norm": 40.0,
-    "protocol": PAPER_PROTOCOL,
-}
+PAPER_FILE = Path(__file__).with_name("paper.yaml")
+
+
+def load_paper(path: str | Path = PAPER_FILE) -> tuple[dict, dict]:
+    """(A2CArgs fields, AtariProtocol fields) of the official code's settings in `path` (paper.yaml, with their
+    sources); the first holds the second as its ``protocol``."""
+    d = yaml.safe_load(Path(path).read_text())
+    return d["a2c"], d["protocol"]
+
+
+# The official code's settings (paper.yaml; docs/reference_notes.md §3), under any a2c keys a config gives.
+PAPER_A2C, PAPER_PROTOCOL = load_paper()
 
 
 @dataclass
