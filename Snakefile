@@ -29,6 +29,8 @@ PY = sys.executable  # the interpreter snakemake runs in, whatever is first on P
 
 # Each paper's rules.smk appends its report sections here: {title, tables: [md], figs: [png], note, budget}
 REPORT_SECTIONS = []
+# ... and the template variables of its claims.yaml (common/claims.py): the run names its plan gives this tier
+CLAIM_VARS = {}
 
 
 include: "common/teachers.smk"

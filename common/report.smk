@@ -10,15 +10,10 @@ CLAIMS_FILES = [f"{workflow.basedir}/papers/{p}/claims.yaml" for p in ("knowledg
 
 
 def claim_vars():
-    """Template variables of the claims files (common/claims.py): run names the papers' plans give this tier."""
-    v = {"teacher_algo": config["teachers"]["algo"], "teacher_seed": config["teachers"].get("seed", 0),
-         "cdrl_expert_seed": cdrl_plan.expert_dir(config, TIER, cdrl_plan.SOURCE).rsplit("seed", 1)[1]}
-    for exp, runs in HPR_EXPERIMENTS.items():
-        v.update({f"hpr_{exp}_{label}": run for label, run in runs.items()})
-    for t in KF_T7_TRIPLES:
-        v[f"kf_t7_kf_{t[0].replace('/', '-')}"] = kf_plan.table7_kf_method(t)
-        v[f"kf_t7_distral_{t[0].replace('/', '-')}"] = kf_plan.triple_name(t)
-    v.update((config.get("claims") or {}).get("vars") or {})  # a tier's own names (config/minatar.yaml)
+    """Template variables of the claims files (common/claims.py): the teachers', the run names each paper's rules
+    put in CLAIM_VARS (the Snakefile), and a tier's own names (claims.vars, e.g. config/minatar.yaml), last."""
+    v = {"teacher_algo": config["teachers"]["algo"], "teacher_seed": config["teachers"].get("seed", 0), **CLAIM_VARS}
+    v.update((config.get("claims") or {}).get("vars") or {})
     return " ".join(f"--var {_shlex.quote(f'{k}={val}')}" for k, val in v.items())
 
 

@@ -11,6 +11,7 @@ CD_RUNS = f"runs/{TIER}/cdrl"
 CD_SEEDS = range(CD.get("seeds", 0))
 CD_EXPERTS = [cdrl_plan.expert_dir(config, TIER, g) for g in (cdrl_plan.SOURCE, cdrl_plan.TARGET)]
 CD_ALIGN = cdrl_plan.alignment_dir(TIER)
+CLAIM_VARS["cdrl_expert_seed"] = cdrl_plan.expert_dir(config, TIER, cdrl_plan.SOURCE).rsplit("seed", 1)[1]
 
 
 rule cdrl_expert:

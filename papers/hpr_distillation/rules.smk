@@ -11,6 +11,7 @@ hpr_plan.check(config)
 HPR = hpr_plan.section(config)
 HPR_RUNS = f"runs/{TIER}/hpr_distillation"
 HPR_EXPERIMENTS = hpr_plan.experiments(config)
+CLAIM_VARS.update({f"hpr_{exp}_{label}": run for exp, runs in HPR_EXPERIMENTS.items() for label, run in runs.items()})
 HPR_RUN_SPECS = hpr_plan.runs(config)
 HPR_SEEDS = range(int(HPR.get("seeds", 1)))
 HPR_FIG2 = hpr_plan.fig2(config)

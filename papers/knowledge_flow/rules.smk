@@ -193,6 +193,9 @@ REPORT_SECTIONS.insert(0, {
 
 KF_T7 = kf_plan.table7(config)
 KF_T7_TRIPLES = kf_plan.table7_triples(config)
+for _t in KF_T7_TRIPLES:  # the claims' names of Table 7's runs (papers/knowledge_flow/claims.yaml)
+    CLAIM_VARS[f"kf_t7_kf_{_t[0].replace('/', '-')}"] = kf_plan.table7_kf_method(_t)
+    CLAIM_VARS[f"kf_t7_distral_{_t[0].replace('/', '-')}"] = kf_plan.triple_name(_t)
 KF_T7_SEEDS = range(kf_plan.table7_seeds(config))
 
 
