@@ -120,10 +120,10 @@ def test_plan_table2_methods_trains_only_the_chosen_columns():
     from papers.knowledge_flow import plan
 
     cfg = yaml.safe_load(open("config/recorded/kf-minatar-2core.yaml"))
-    # one claim's arms: the baseline and KF w/ expert on MinAtar Breakout, 3 seeds each, and the two PPO experts
-    assert plan.runs(cfg) == [("baseline", "MinAtar/Breakout"), ("kf_expert", "MinAtar/Breakout")]
-    assert sorted(plan.run_seeds(cfg)) == [(m, "MinAtar/Breakout", s) for m in ("baseline", "kf_expert") for s in range(3)]
-    assert plan.all_teachers(cfg) == [("MinAtar/Asterix", "expert", "ppo"), ("MinAtar/Breakout", "expert", "ppo")]
+    # one claim's arms: the baseline and KF w/ expert on MinAtar Asterix, 3 seeds each, and the two A2C teachers
+    assert plan.runs(cfg) == [("baseline", "MinAtar/Asterix"), ("kf_expert", "MinAtar/Asterix")]
+    assert sorted(plan.run_seeds(cfg)) == [(m, "MinAtar/Asterix", s) for m in ("baseline", "kf_expert") for s in range(3)]
+    assert plan.all_teachers(cfg) == [("MinAtar/Asterix", "expert", "a2c"), ("MinAtar/Breakout", "expert", "a2c")]
     cfg["knowledge_flow"]["table2_methods"] = ["kf_expert", "kf_experts"]
     with pytest.raises(ValueError, match=r"table2_methods: unknown \['kf_experts'\]"):
         plan.check(cfg)
