@@ -43,7 +43,6 @@ Choices (documented in README.md, "Experiments"):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
 import importlib.util
@@ -62,44 +61,15 @@ from common.checks import arg
 from common.envs import dataclass_from_dict
 from common.io import atomic_path, seed_everything, torch_save, verify_torch_file, write_json
 from common.nets import check_net_for_game
+from papers.gan_simulator.guard import RealDataGuard, RealDataLeak
 from papers.gan_simulator.method import (DATA_FREE_METHODS, GENERATOR_METHODS, METHODS, TORCHVISION_DATASETS,
-                                         ClassifierOut, GASArgs, LeNet5, LeNet5Half, accuracy, digits_dataset,
-                                         distill, load_torchvision_dataset)
+                                         GASArgs, accuracy, digits_dataset, distill, load_torchvision_dataset)
+from papers.gan_simulator.nets import NETS
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The data guard: real data is locked while a data-free method runs
+# One method under the data guard (guard.py: real data is locked while a data-free method runs)
 # ---------------------------------------------------------------------------------------------------------
-class RealDataLeak(RuntimeError):
-    """Real data was reached while a data-free method was running."""
-
-
-class RealDataGuard(torch.utils.data.Dataset):
-    """A dataset wrapper that raises :class:`RealDataLeak` on any access while locked (``with guard.lock(m):``)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.locked_by: str | None = None
-        self.touches = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if self.locked_by is not None:
-            raise RealDataLeak(f"real data was accessed while the data-free method '{self.locked_by}' was running")
-        self.touches += 1
-        return self.dataset[i]
-
-    @contextlib.contextmanager
-    def lock(self, method: str):
-        self.locked_by = method
-        try:
-            yield self
-        finally:
-            self.locked_by = None
-
-
 def run_method(method: str, teacher: nn.Module, student: nn.Module, gas: GASArgs, guard: RealDataGuard,
                real_batch_size: int, **kw):
     """``distill`` one method with the data guard: data-free methods run with the real data locked, and their
@@ -143,55 +113,6 @@ def method_args(method: str, seed: int, gas: dict, overrides: dict, **fixed) -> 
                                                      "reinit_every", "buffer_mix", "g_steps")
              or k in overrides.get(method, {})}
     return GASArgs.from_dict(d)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Nets: LeNet-5 pair (method.py), DAFL's CIFAR ResNets
-# ---------------------------------------------------------------------------------------------------------
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """The CIFAR ResNet of DAFL's code (kuangliu's): conv3x3 64, four stages (64, 128, 256, 512; strides 1, 2,
-    2, 2) of BasicBlocks, global average pool, linear. Returns ClassifierOut(logits, pooled 512 features)."""
-
-    def __init__(self, blocks, in_channels: int = 3, n_classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        layers, cin = [], 64
-        for cout, n, stride in zip((64, 128, 256, 512), blocks, (1, 2, 2, 2)):
-            for s in [stride] + [1] * (n - 1):
-                layers.append(BasicBlock(cin, cout, s))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.linear = nn.Linear(512, n_classes)
-
-    def forward(self, x):
-        h = self.layers(F.relu(self.bn1(self.conv1(x))))
-        features = F.adaptive_avg_pool2d(h, 1).flatten(1)
-        return ClassifierOut(self.linear(features), features)
-
-
-NETS = {
-    "lenet5": LeNet5,
-    "lenet5_half": LeNet5Half,
-    "resnet34": lambda in_channels, n_classes: CifarResNet((3, 4, 6, 3), in_channels, n_classes),
-    "resnet18": lambda in_channels, n_classes: CifarResNet((2, 2, 2, 2), in_channels, n_classes),
-}
 
 
 # ---------------------------------------------------------------------------------------------------------
