@@ -736,7 +736,7 @@ class Learner:
     def _begin_segment(self) -> None:
         """Reset every env, run k's from env_seed(its seed, segment index)."""
         segment = self.update // self.ckpt_updates if self.ckpt_updates else 0
-        obs = torch.from_numpy(self.env.reset([env_seed(r.args.seed, segment) for r in self.runs]))
+        self.obs_all = obs = torch.from_numpy(self.env.reset([env_seed(r.args.seed, segment) for r in self.runs]))
         for r, sl in zip(self.runs, self.slices):
             r.begin_segment(obs[sl], self.device)
 
@@ -772,11 +772,12 @@ class Learner:
             r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
         with torch.inference_mode():
             for t in range(self.T):
-                acts = self.engine.act(t)
+                acts = self.engine.act(t, self.obs_all)
                 actions = (torch.cat(acts) if self.K > 1 else acts[0]).cpu()
                 for r, sl in zip(runs, slices):
                     r.act_buf[t] = actions[sl]
                 st = env.step(actions.numpy())
+                self.obs_all = torch.from_numpy(st.obs)
                 episodes = [[] for _ in runs]
                 for i, ret, length in st.episodes:
                     episodes[i // N].append((ret, length))
@@ -784,11 +785,8 @@ class Learner:
                 wall = time.time() - self.t_start
                 for k, (r, sl, ep) in enumerate(zip(runs, slices, episodes)):
                     r.observe(t, st, sl, ep, step_now, self.frameskip, wall, device, self.engine.value_fn(k))
-            self.engine.last_values()
-            for r in runs:
-                r.val_buf.copy_(r.val_dev)
-                if r.shapes_rewards:
-                    r.logp_buf.copy_(r.logp_dev)
+            self.engine.last_values(self.obs_all)
+            self.engine.end_rollout()
 
     def save_checkpoints(self) -> None:
         """Every run's checkpoint.pt, each written atomically (a kill between two leaves runs one boundary apart:

@@ -45,7 +45,7 @@ class LoopEngine:
         for r in self.runs:
             decay_lr(r.opt, r.args, frac)
 
-    def act(self, t: int) -> list[torch.Tensor]:
+    def act(self, t: int, obs_all: torch.Tensor) -> list[torch.Tensor]:
         runs, dev = self.runs, self.device
         agents = [r.agent for r in runs]
         many = getattr(type(agents[0]), "forward_many", None)
@@ -60,9 +60,16 @@ class LoopEngine:
         agent = self.runs[k].agent
         return lambda obs, state: agent(obs, state).value
 
-    def last_values(self) -> None:
+    def last_values(self, obs_all: torch.Tensor) -> None:
         for r in self.runs:
             r.last_value = r.agent(r.obs.to(self.device), r.state, r.starts.to(self.device)).value.cpu()
+
+    def end_rollout(self) -> None:
+        """The rollout's values (and log pi) from where they were computed into each run's CPU buffers."""
+        for r in self.runs:
+            r.val_buf.copy_(r.val_dev)
+            if r.shapes_rewards:
+                r.logp_buf.copy_(r.logp_dev)
 
     def learn(self, update: int, n_updates: int, per_update: int) -> list[dict]:
         return [r.learn(update, n_updates, per_update, self.device) for r in self.runs]
@@ -128,6 +135,12 @@ class StackedEngine:
         self.base = base
         self.opt = make_optimizer(self.args, [self.params[n] for n in self.names])
         self._stack_optimizer_state()
+        # the rollout where the nets run ([K, T, N, ...]: a run's T x N rows are contiguous for the update)
+        T, N = runs[0].rew_buf.shape
+        self.obs_dev = torch.zeros((self.K, T, N, *runs[0].obs_buf.shape[2:]), dtype=torch.uint8, device=device)
+        self.act_dev = torch.zeros((self.K, T, N), dtype=torch.long, device=device)
+        self.val_dev = torch.zeros((T, self.K, N), device=device)
+        self.last_dev = None
 
         def fwd(p, b, obs):
             out = functional_call(base, (p, b), (obs,))
@@ -171,20 +184,17 @@ class StackedEngine:
     def _run_params(self, k: int):
         return ({n: v[k] for n, v in self.params.items()}, {n: v[k] for n, v in self.buffers.items()})
 
-    def act(self, t: int) -> list[torch.Tensor]:
+    def act(self, t: int, obs_all: torch.Tensor) -> list[torch.Tensor]:
+        """One forward of all K nets on the K x N observations (`obs_all`, the shared env's, CPU); the rollout's
+        observations, values and actions stay where they are computed (one copy of each per step, none per run)."""
         from common.a2c import sample_actions
 
-        runs = self.runs
-        for r in runs:
-            r.obs_buf[t] = r.obs
-            r.start_buf[t] = r.starts
-        obs = torch.stack([r.obs for r in runs]).to(self.device)
-        logits, values = self.fwd(self.params, self.buffers, obs)
+        self.obs_dev[:, t] = obs_all.reshape(self.obs_dev[:, t].shape)
+        logits, values = self.fwd(self.params, self.buffers, self.obs_dev[:, t])
         probs = F.softmax(logits, -1)
-        acts = []
-        for k, r in enumerate(runs):
-            acts.append(sample_actions(probs[k], r.sampler))
-            r.val_dev[t] = values[k]
+        acts = [sample_actions(probs[k], r.sampler) for k, r in enumerate(self.runs)]
+        self.val_dev[t] = values
+        self.act_dev[:, t] = torch.stack(acts)
         return acts
 
     def value_fn(self, k: int):
@@ -192,12 +202,12 @@ class StackedEngine:
             return functional_call(self.base, self._run_params(k), (obs,)).value
         return value
 
-    def last_values(self) -> None:
-        obs = torch.stack([r.obs for r in self.runs]).to(self.device)
-        _, values = self.fwd(self.params, self.buffers, obs)
-        values = values.cpu()
-        for k, r in enumerate(self.runs):
-            r.last_value = values[k]
+    def last_values(self, obs_all: torch.Tensor) -> None:
+        obs = obs_all.reshape(self.obs_dev[:, 0].shape).to(self.device)
+        _, self.last_dev = self.fwd(self.params, self.buffers, obs)
+
+    def end_rollout(self) -> None:
+        pass  # the update reads the rollout's values where they are
 
     def learn(self, update: int, n_updates: int, per_update: int) -> list[dict]:
         from common.a2c import gae
@@ -205,14 +215,13 @@ class StackedEngine:
         runs, K, args, dev = self.runs, self.K, self.args, self.device
         T, N = runs[0].rew_buf.shape
         step = (update + 1) * per_update
-        cat = lambda name: torch.cat([getattr(r, name) for r in runs], 1)  # noqa: E731 - [T, K*N]
-        adv, ret = gae(cat("rew_buf"), cat("val_buf"), cat("done_buf"), torch.cat([r.last_value for r in runs]),
+        cat = lambda name: torch.cat([getattr(r, name) for r in runs], 1).to(dev)  # noqa: E731 - [T, K*N]
+        adv, ret = gae(cat("rew_buf"), self.val_dev.reshape(T, K * N), cat("done_buf"), self.last_dev.reshape(K * N),
                        args.gamma, args.gae_lambda)
-        per_run = lambda x: x.reshape(T, K, N).transpose(0, 1).reshape(K, T * N).to(dev)  # noqa: E731
+        per_run = lambda x: x.reshape(T, K, N).transpose(0, 1).reshape(K, T * N)  # noqa: E731
         adv, ret = per_run(adv), per_run(ret)
-        obs = torch.stack([r.obs_buf for r in runs]).to(dev)
-        obs = obs.reshape(K, T * N, *obs.shape[3:])
-        actions = torch.stack([r.act_buf for r in runs]).reshape(K, T * N).to(dev)
+        obs = self.obs_dev.reshape(K, T * N, *self.obs_dev.shape[3:])
+        actions = self.act_dev.reshape(K, T * N)
         logits, values = self.fwd(self.params, self.buffers, obs)
         logp_all = F.log_softmax(logits, -1)
         logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
