@@ -38,8 +38,10 @@ def _args(game, net, seed, threads, device):
                    torch_threads=threads, env_threads=threads, seed=seed)
 
 
-def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_teachers=0, batch="loop") -> float:
-    """Aggregate env steps/s of one job of `runs` runs."""
+def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_teachers=0, batch="loop",
+                 profile=None) -> float:
+    """Aggregate env steps/s of one job of `runs` runs; `profile`: also write a cProfile of `updates` more updates
+    (top functions by own time) to this file."""
     from common.a2c import Learner, RunSpec
     from common.envs import make_vec_env
     from common.io import seed_everything
@@ -69,6 +71,21 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
         lr.step()
     _sync(device)
     rate = runs * updates * lr.per_update / (time.perf_counter() - t)
+    if profile:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(updates):
+            lr.step()
+        _sync(device)
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+        with open(profile, "a") as f:
+            f.write(f"## {game} K = {runs} {batch} kf{kf_teachers} on {device}: {updates} updates\n{text.getvalue()}\n")
     lr.close()
     env.close()
     return rate
@@ -150,6 +167,8 @@ def main():
     ap.add_argument("--kf-teachers", type=int, default=0, help="also time the job as KF students with M teachers")
     ap.add_argument("--updates", type=int, default=100, help="timed updates per measurement")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch", default="loop,stacked", help="engines to time for the K-run job (comma-separated)")
+    ap.add_argument("--profile", default=None, help="append a cProfile of each K-run job to this file")
     ap.add_argument("--out", default=None, help="append the table to this markdown file")
     a = ap.parse_args()
     label = device_label(a.device)
@@ -159,13 +178,15 @@ def main():
         if a.jobs:
             single = single_jobs_rate(a.game, a.net, a.jobs, a.updates, a.warmup, root)
             rows[f"{a.jobs} single-run job{'s' * (a.jobs > 1)} at once (K = 1, 1 thread each, cpu)"] = single
-        k_updates = max(10, a.updates // a.runs)
-        for batch in ("loop", "stacked"):
+        k_updates = max(20, a.updates // a.runs)
+        for batch in a.batch.split(","):
             rows[f"one job, K = {a.runs} runs, {a.threads} threads, {a.device}, {batch}"] = learner_rate(
-                a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, batch=batch)
+                a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, batch=batch,
+                profile=a.profile)
         if a.kf_teachers:
             rows[f"one job, K = {a.runs} Knowledge Flow students, {a.kf_teachers} teachers, {a.device}, loop"] = \
-                learner_rate(a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, a.kf_teachers)
+                learner_rate(a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, a.kf_teachers,
+                             profile=a.profile)
         n_envs = a.runs * 16
         ceiling = env_rate(a.game, n_envs, a.threads, 40 * n_envs)
     base = rows[next(iter(rows))] if a.jobs else None
@@ -173,7 +194,8 @@ def main():
     lines = [f"### Multi-run learner, {a.game} ({a.net} net), K = {a.runs}, {a.threads} threads{label}, "
              f"{platform.machine()}, {mp.cpu_count()} cores, torch {torch.__version__}, commit {commit}", "",
              f"`python scripts/bench_multirun.py --game {a.game} --net {a.net} --runs {a.runs} --threads {a.threads} "
-             f"--jobs {a.jobs} --device {a.device} --kf-teachers {a.kf_teachers} --updates {a.updates}`", "",
+             f"--jobs {a.jobs} --device {a.device} --kf-teachers {a.kf_teachers} --updates {a.updates} "
+             f"--batch {a.batch}`", "",
              "| what | env steps/s | vs single-run jobs | vs env alone |", "|---|---:|---:|---:|"]
     for name, r in rows.items():
         vs_jobs = f"{r / base:.2f}x" if base else "-"
