@@ -363,8 +363,10 @@ def check_group(args_list: list[A2CArgs], what: str = "runs trained in one job")
 
 def sample_actions(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One action per row of `probs` ([N, A]) from a run's own generator (torch.multinomial; cheaper than
-    Categorical). The one place the learners sample actions (tests replace it to play fixed actions)."""
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    Categorical), on the generator's device: the CPU, where the envs need the actions (on a GPU one multinomial
+    launch per run cost ~0.14 ms, more than the copy of the probabilities; results/benchmarks.md). The one place the
+    learners sample actions (tests replace it to play fixed actions)."""
+    return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1)
 
 
 def sampler_seed(seed: int) -> int:
@@ -393,7 +395,8 @@ class _Run:
             groups.append({"params": [p for p in params if scales.get(id(p)) == s], "lr_scale": s,
                            "lr": args.lr * s})
         self.opt = make_optimizer(args, [g for g in groups if g["params"]])
-        self.sampler = torch.Generator(device=device).manual_seed(sampler_seed(args.seed))
+        # on the CPU on every device: a run draws the same actions from the same probabilities on a CPU or a GPU
+        self.sampler = torch.Generator().manual_seed(sampler_seed(args.seed))
         self.label = f"{args.game} seed {args.seed}"
 
         self.own_checkpoint = own_checkpoint
@@ -441,8 +444,8 @@ class _Run:
         if "sampler" in ck:
             try:
                 self.sampler.set_state(ck["sampler"].cpu())
-            except RuntimeError:  # a GPU's generator state on a CPU machine (or back): the resume cannot be exact
-                print(f"[{self.label}] the checkpoint's action sampler is another device's: sampling restarts from "
+            except RuntimeError:  # a GPU generator's state (checkpoints from before samplers moved to the CPU)
+                print(f"[{self.label}] the checkpoint's action sampler is a GPU's: sampling restarts from "
                       "the run's seed (the resumed run is not bit-for-bit the uninterrupted one)",
                       file=sys.stderr, flush=True)
         self.resumed_rng = ck["rng"]
@@ -466,9 +469,9 @@ class _Run:
 
     # -- collect: one rollout step of this run (inference mode) -------------------------------------
     def act(self, t: int, device, out=None) -> torch.Tensor:
-        """Record the observation at step t and sample this run's actions for it (on `device`: the caller moves
-        every run's actions to the CPU at once, one device sync per step for all runs). `out`: the agent's output
-        on this observation, where the caller computed it (for several runs at once)."""
+        """Record the observation at step t and sample this run's actions for it (on the CPU, from the run's own
+        generator). `out`: the agent's output on this observation, where the caller computed it (for several runs
+        at once)."""
         self.obs_buf[t] = self.obs
         self.start_buf[t] = self.starts
         if out is None:
@@ -477,7 +480,7 @@ class _Run:
         a = sample_actions(F.softmax(out.logits, -1), self.sampler)
         self.val_dev[t] = out.value  # copied to val_buf once per rollout
         if self.shapes_rewards:
-            self.logp_dev[t] = F.log_softmax(out.logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
+            self.logp_dev[t] = F.log_softmax(out.logits, -1).gather(-1, a.to(device).unsqueeze(-1)).squeeze(-1)
         return a
 
     def observe(self, t: int, st: Step, sl: slice, episodes: list, step_now: int, frameskip: int, wall: float,

@@ -141,6 +141,8 @@ class StackedEngine:
         self.act_dev = torch.zeros((self.K, T, N), dtype=torch.long, device=device)
         self.val_dev = torch.zeros((T, self.K, N), device=device)
         self.last_dev = None
+        self.obs_pin = (torch.zeros(self.obs_dev[:, 0].shape, dtype=torch.uint8).pin_memory()
+                        if device.type == "cuda" else None)
 
         def fwd(p, b, obs):
             out = functional_call(base, (p, b), (obs,))
@@ -189,12 +191,16 @@ class StackedEngine:
         observations, values and actions stay where they are computed (one copy of each per step, none per run)."""
         from common.a2c import sample_actions
 
-        self.obs_dev[:, t] = obs_all.reshape(self.obs_dev[:, t].shape)
+        obs = obs_all.reshape(self.obs_dev[:, t].shape)
+        if self.obs_pin is not None:  # through pinned memory: an asynchronous copy, ~2x a pageable one's rate
+            self.obs_pin.copy_(obs)  # safe to reuse: the last step's copy finished before its actions came back
+            obs = self.obs_pin
+        self.obs_dev[:, t].copy_(obs, non_blocking=True)
         logits, values = self.fwd(self.params, self.buffers, self.obs_dev[:, t])
-        probs = F.softmax(logits, -1)
+        probs = F.softmax(logits, -1).cpu()  # the step's one device sync: every run samples on the CPU
         acts = [sample_actions(probs[k], r.sampler) for k, r in enumerate(self.runs)]
         self.val_dev[t] = values
-        self.act_dev[:, t] = torch.stack(acts)
+        self.act_dev[:, t] = torch.stack(acts).to(self.device)
         return acts
 
     def value_fn(self, k: int):
