@@ -11,7 +11,7 @@ from common.a2c import A2CArgs, Batch, train
 from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
 from papers.knowledge_flow.method import (KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent, dependency_loss,
                                           ema_update, export_student, finetune_init, policy_kl,
-                                          student_independence)
+                                          student_independence, student_logit_gap, w_step_budget)
 
 torch.set_num_threads(1)
 
@@ -114,6 +114,37 @@ def test_dependency_loss_by_hand():
 def test_lambda1_ramp():
     hook = KnowledgeFlowHook(KFArgs(lambda1=0.5))
     assert [hook.lambda1_at(p) for p in (0.0, 0.5, 1.0)] == [0.0, 0.25, 0.5]
+
+
+def test_dependency_loss_gradient_on_w_by_hand():
+    """The pull of lambda1 * l_dep on the mixing logits: d/dw^j = lambda1(progress) / L0 * (p_w^j - e_student), the
+    force that must outweigh the A2C loss's pull towards a useful teacher (README, kf-minatar-2core finding)."""
+    kf = minatar_kf()
+    with torch.no_grad():
+        kf.w["fc"].copy_(torch.tensor([0.0, math.log(3.0)]))       # p = [0.25, 0.75]; conv1 stays [0.5, 0.5]
+    hook = KnowledgeFlowHook(KFArgs(lambda1=0.2, lambda2=0.0))
+    obs = uint8_obs(6, (4, 10, 10)).reshape(2, 3, 4, 10, 10)
+    loss, logs = hook.loss(kf, fake_batch(obs, progress=0.5), kf.forward_sequence(obs))
+    loss.backward()
+    assert logs["kf/lambda1"] == pytest.approx(0.1)                 # 0.2 ramped to half way
+    # 0.1 / 2 layers * ([0.25, 0.75] - [1, 0]) and 0.05 * ([0.5, 0.5] - [1, 0])
+    assert torch.allclose(kf.w["fc"].grad, torch.tensor([-0.0375, 0.0375]), atol=1e-7)
+    assert torch.allclose(kf.w["conv1"].grad, torch.tensor([-0.025, 0.025]), atol=1e-7)
+
+
+def test_w_step_budget_and_logit_gap_by_hand():
+    # lr (1 - t/N) for t = 0..3 at N = 4: 1e-3 * (1 + 0.75 + 0.5 + 0.25) = 2.5e-3, times the scale
+    assert w_step_budget(1e-3, 4) == pytest.approx(2.5e-3)
+    assert w_step_budget(1e-3, 4, w_lr_scale=3.0) == pytest.approx(7.5e-3)
+    assert w_step_budget(1e-3, 4, lr_decay=False) == pytest.approx(4e-3)
+    # the minatar tier: 5M steps / 80 = 62,500 updates at 7e-4: 7e-4 * 62,501 / 2 = 21.875..., x3 = 65.6
+    assert w_step_budget(7e-4, 62_500, 3.0) == pytest.approx(65.6, abs=0.05)
+    assert w_step_budget(7e-4, 500_000) == pytest.approx(175.0, abs=0.01)   # the paper tier, scale 1
+    # softmax([g, 0]) = 0.99 at g = log 99 = 4.595; with two teachers softmax([g, 0, 0]) = 0.99 at log 198 = 5.288
+    assert student_logit_gap(0.99, 2) == pytest.approx(4.595, abs=1e-3)
+    assert student_logit_gap(0.99, 3) == pytest.approx(5.288, abs=1e-3)
+    g = student_logit_gap(0.99, 3)
+    assert float(torch.softmax(torch.tensor([g, 0.0, 0.0]), 0)[0]) == pytest.approx(0.99)
 
 
 def test_policy_kl_by_hand():

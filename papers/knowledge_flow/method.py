@@ -65,9 +65,14 @@ class KFArgs:
     """EMA factor: theta_old <- alpha * theta_old + (1 - alpha) * theta (Sec. 7.6)"""
     w_lr_scale: float = arg(1.0, "> 0")
     """learning-rate multiplier for the mixing logits w (the paper is silent). Adam moves a logit by at most
-    about lr per update, so p_w(student) can reach ~1 only if sum_t lr_t * w_lr_scale is large enough: the
-    paper's 500k updates at lr 1e-4 (decayed) allow ~25; 25k updates at 7e-4 ~9; 5k updates ~1.75. Reduced
-    tiers scale w's rate so that the student can become independent within the budget (config comments)."""
+    about lr per update, so sum_t lr_t * w_lr_scale (:func:`w_step_budget`) bounds how far w can travel: at our
+    lr 7e-4 decayed to 0, per unit of scale, the paper tier's 500k updates allow 175, 62.5k (MinAtar, 5M steps)
+    21.9, 25k (default tier) 8.75, 5k 1.75; p_w(student) = 0.99 needs its logit 4.6 above a single teacher's (5.3
+    above two). Measured on MinAtar Asterix (README, kf-minatar-2core finding), the bound is not what stops the
+    student short of independence: w travels ~3% of it, and a 5x larger scale ends at the same p_w. The end point
+    is a balance: the push of lambda1 * l_dep on the student's logit, lambda1 (1 - p_w) / L0, fades as the teacher
+    weight shrinks, while the A2C loss keeps pulling towards the teacher because Q is free to grow and keep the
+    teacher's share p_w Q z of the layer; so 1 - p_w ends ~ L0 c / lambda1 (c ~ 0.005 there)."""
     teachers: list = field(default_factory=list)
     """teacher files (the zoo loads them); index m in `links` is teachers[m]"""
     links: list = field(default_factory=list)
@@ -86,6 +91,19 @@ def sample_lambdas(seed: int, lambda1_grid, lambda2_grid) -> tuple[float, float]
     Rusu et al. 2016: a new draw for every run)."""
     rng = np.random.default_rng([seed, 7_919])
     return float(rng.choice(lambda1_grid)), float(rng.choice(lambda2_grid))
+
+
+def w_step_budget(lr: float, n_updates: int, w_lr_scale: float = 1.0, lr_decay: bool = True) -> float:
+    """sum_t lr_t * w_lr_scale over a run's updates: the most Adam can move one mixing logit (each step is at most
+    ~lr_t * w_lr_scale). Decay is the learner's (common.a2c.decay_lr): lr_t = lr (1 - t/N), t = 0..N-1, whose
+    sum is lr (N + 1) / 2."""
+    return lr * w_lr_scale * ((n_updates + 1) / 2 if lr_decay else n_updates)
+
+
+def student_logit_gap(p_student: float, n_candidates: int) -> float:
+    """How far the student's logit must lie above each of the n-1 (equal) teacher logits for softmax(w)[0] to
+    be p_student: log((n - 1) p / (1 - p)); 4.6 for p = 0.99 and one teacher, 5.3 with two."""
+    return float(np.log((n_candidates - 1) * p_student / (1.0 - p_student)))
 
 
 def _check_link_keys(link: dict) -> None:
@@ -443,4 +461,5 @@ def finetune_init(student: LayeredNet, teacher: nn.Module | dict, new_head: bool
 
 
 __all__ = ["KFArgs", "KnowledgeFlowStudent", "KnowledgeFlowHook", "export_student", "student_independence",
-           "dependency_loss", "policy_kl", "ema_update", "finetune_init", "sample_lambdas", "teacher_preacts"]
+           "dependency_loss", "policy_kl", "ema_update", "finetune_init", "sample_lambdas", "teacher_preacts",
+           "w_step_budget", "student_logit_gap"]
