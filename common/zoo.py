@@ -27,7 +27,6 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import inspect
 import json
@@ -55,11 +54,12 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv as _SB3VecEnvBase
 
-from common.a2c import CURVE_FIELDS, Progress
+from common.a2c import CURVE_FIELDS
 from common.checks import Range, check_value
 from common.envs import MINATAR_PREFIX, AtariProtocol, make_vec_env
 from common.io import read_json, seed_everything, write_json
 from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
+from common.runlog import CsvLog, Progress
 
 ALGOS = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 KINDS = ("expert", "non_expert", "untrained")
@@ -374,27 +374,28 @@ class ZooCallback(BaseCallback):
     """Learning curve rows, ~30 s progress lines and CheckpointCallback-style saves into the .part dir."""
 
     def __init__(self, part: Path, label: str, total: int, frames_per_step: int, checkpoint_every: int,
-                 interval: float, wall0: float = 0.0):
+                 interval: float, resume_step: int | None = None):
+        """`resume_step`: the step of the checkpoint a run resumes from (curve rows after it are cut; None: a new
+        run)."""
         super().__init__()
-        self.part, self.frames_per_step, self.every, self.wall0 = part, frames_per_step, checkpoint_every, wall0
+        self.part, self.frames_per_step, self.every = part, frames_per_step, checkpoint_every
         self.progress = Progress(total, label, interval)
         self.scores: deque = deque(maxlen=100)
+        # an SB3 checkpoint knows its step, not the curve's rows: keep the rows up to its step
+        self.curve = CsvLog(part / "curve.csv", CURVE_FIELDS,
+                            None if resume_step is None else lambda row: int(row[0]) <= resume_step)
+        self.wall0 = float(self.curve.last[2]) if self.curve.last else 0.0  # the last kept wall time
 
     def _on_training_start(self) -> None:
         self.t0 = time.time()
         self.last_ckpt = self.num_timesteps
-        new = not (self.part / "curve.csv").exists()
-        self.fh = open(self.part / "curve.csv", "a", newline="")
-        self.writer = csv.writer(self.fh)
-        if new:
-            self.writer.writerow(CURVE_FIELDS)
 
     def _on_step(self) -> bool:
         for info in self.locals["infos"]:
             if (ep := info.get("episode")) is not None:
                 self.scores.append(ep["r"])
-                self.writer.writerow([self.num_timesteps, self.num_timesteps * self.frames_per_step,
-                                      round(self.wall0 + time.time() - self.t0, 3), ep["r"], ep["l"]])
+                self.curve.write([self.num_timesteps, self.num_timesteps * self.frames_per_step,
+                                  round(self.wall0 + time.time() - self.t0, 3), ep["r"], ep["l"]])
         self.progress.update(self.num_timesteps, list(self.scores))
         if self.every > 0 and self.num_timesteps - self.last_ckpt >= self.every:
             self.checkpoint()
@@ -402,7 +403,7 @@ class ZooCallback(BaseCallback):
 
     def checkpoint(self) -> None:
         """Save model (not the replay buffer) to checkpoint.zip atomically, curve flushed first."""
-        self.fh.flush()
+        self.curve.flush()
         tmp = self.part / "checkpoint.tmp.zip"
         self.model.save(tmp)
         os.replace(tmp, self.part / "checkpoint.zip")
@@ -410,18 +411,6 @@ class ZooCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.progress.update(self.num_timesteps, list(self.scores), force=True)
-
-
-def _truncate_curve(path: Path, max_step: int) -> float:
-    """Keep curve rows up to the checkpoint's step; return the last kept wall time."""
-    if not path.exists():
-        return 0.0
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= max_step]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-    return float(keep[-1][2]) if len(keep) > 1 else 0.0
 
 
 def train_teacher(algo: str, game: str, seed: int, kind: str, steps: int, out_dir: str | os.PathLike,
@@ -468,14 +457,13 @@ def train_teacher(algo: str, game: str, seed: int, kind: str, steps: int, out_di
         part.mkdir(parents=True, exist_ok=True)
         write_json(part / "config.json", config_json)
         if budget > model.num_timesteps:
-            wall0 = _truncate_curve(part / "curve.csv", model.num_timesteps) if resume else 0.0
             cb = ZooCallback(part, label, budget, 1 if is_minatar(game) else protocol["frameskip"],
-                             checkpoint_every, progress_interval, wall0)
+                             checkpoint_every, progress_interval, model.num_timesteps if resume else None)
             try:
                 model.learn(budget - model.num_timesteps, callback=[cb] + ([callback] if callback else []),
                             reset_num_timesteps=not resume)
             finally:
-                cb.fh.close()  # also when killed mid-run (SB3 then skips _on_training_end)
+                cb.curve.close()  # also when killed mid-run (SB3 then skips _on_training_end)
         model.save(part / "model.zip")
         result = evaluate(model, game, protocol, eval_episodes, seed + EVAL_SEED_OFFSET,
                           DQN_EVAL_EPS if (eval_eps is None and algo == "dqn") else (eval_eps or 0.0))
