@@ -223,6 +223,38 @@ class ReplayMemory:
         self.counts = np.zeros(p, np.int64)              # N_j
         self._wptr = 0
 
+    # ---------------------------------------------------------------- checkpoints
+    # what changes as the memory fills and learns (the rest follows from the config): arrays, restored in place
+    # (views such as SumTrees.total stay views), and counters
+    _STATE = ("frames", "q", "value", "step", "n_back", "part", "pos", "size", "t", "_since_start")
+    _RANKED_STATE = ("slot_of", "prio", "dirty", "order", "snap", "n_order", "fifo", "changes", "n_new",
+                     "max_priority", "win", "counts", "_wptr")
+
+    def state_dict(self) -> dict:
+        """Everything that changes as the memory fills and learns (its sum-trees too), for a checkpoint. The arrays
+        are the memory's own, not copies (as torch's state_dict): save them before the memory changes again."""
+        names = self._STATE + (self._RANKED_STATE if self.ranked else ())
+        memory = {k: getattr(self, k) for k in names}
+        if self.kind == "hpr":
+            memory["partition_edges"] = self.partition_edges
+        return {"memory": memory, "tree": self.tree.state_dict() if self.ranked else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` into a memory built with the same config, action count and frame shape (in
+        place; a saved array of another shape is an error)."""
+        names = self._STATE + (self._RANKED_STATE if self.ranked else ())
+        saved = state["memory"]
+        if self.kind == "hpr":
+            names += ("partition_edges",)
+        missing = [k for k in names if k not in saved]
+        if missing or (state.get("tree") is None) == self.ranked:
+            raise ValueError(f"replay state does not fit this '{self.kind}' memory (missing {missing or 'its trees'}): "
+                             "it was saved from a memory of another kind")
+        for k in names:
+            _restore(self, k, saved[k])
+        if self.ranked:
+            self.tree.load_state_dict(state["tree"])
+
     # ---------------------------------------------------------------- storage
     def __len__(self) -> int:
         return int(self.size.sum())
@@ -438,6 +470,19 @@ class SumTrees:
         self.total = self.pre[-1][:, K]                  # view: each tree's total
         self._rows_K = np.arange(K)
 
+    def state_dict(self) -> dict:
+        """The leaves and every level's prefix sums (the memory's own arrays)."""
+        return {"leaves": self.leaves, "pre": self.pre}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` in place (``total`` and the leaf blocks stay views)."""
+        _restore(self, "leaves", state["leaves"])
+        if len(state["pre"]) != len(self.pre):
+            raise ValueError(f"sum-tree state has {len(state['pre'])} levels, this tree {len(self.pre)}: it was "
+                             "saved from a memory of another capacity")
+        for cur, v in zip(self.pre, state["pre"]):
+            _copy_into(cur, v, "pre")
+
     def set(self, j: int, pos: int, w: float) -> None:
         K, j, pos = self.K, int(j), int(pos)
         self.leaves[j, pos] = w
@@ -485,3 +530,20 @@ class SumTrees:
             u = u - blk[rows, c]
             g = g * K + c
         return g - j * K ** self.L, self.leaves.reshape(-1)[g] / total
+
+
+def _copy_into(cur: np.ndarray, v, name: str) -> None:
+    v = np.asarray(v)
+    if v.shape != cur.shape:
+        raise ValueError(f"replay state '{name}' has shape {v.shape}, this memory {cur.shape}: it was saved from a "
+                         "memory of another config (capacity, partitions, actions or frame shape)")
+    cur[...] = v
+
+
+def _restore(obj, name: str, v) -> None:
+    """Set attribute `name` of `obj` from a saved value: arrays in place, counters as they were saved."""
+    cur = getattr(obj, name)
+    if isinstance(cur, np.ndarray):
+        _copy_into(cur, v, name)
+    else:
+        setattr(obj, name, v)

@@ -87,7 +87,6 @@ CLI::
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
@@ -99,7 +98,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.a2c import Progress, _truncate_csv
 from common.checks import arg, check_finite, fail
 from common.envs import MINATAR_PREFIX, AtariProtocol, ale_game_id, dataclass_from_dict, frame_hw, make_vec_env
 from common.evaluation import EvalProtocol, evaluate
@@ -108,6 +106,7 @@ from common.io import (derive_seed, read_checkpoint, resolve_device, rng_state, 
 from common.losses import softened_kl
 from common.nets import NetOut, conv_misfit, init_layer
 from common.replay import ReplayConfig, ReplayMemory, td_error_eq5
+from common.runlog import Boundaries, CsvLog, Progress
 from common.zoo import load_teacher, teacher_dir
 
 ARCHS = ("proposed", "dist", "amn")
@@ -414,38 +413,6 @@ def measure_value_range(teacher, game: str, protocol: dict, steps: int, eps: flo
 
 
 # ---------------------------------------------------------------------------------------------------
-# Replay memories in checkpoints
-# ---------------------------------------------------------------------------------------------------
-def _arrays_and_counters(obj) -> dict:
-    out = {}
-    for k, v in vars(obj).items():
-        if isinstance(v, np.ndarray) or isinstance(v, (int, float, np.integer, np.floating)):
-            out[k] = v
-        elif isinstance(v, list) and v and all(isinstance(a, np.ndarray) for a in v):
-            out[k] = v
-    return out
-
-
-def replay_state(mem: ReplayMemory) -> dict:
-    """Every array and counter of a replay memory (its sum-trees too), for a checkpoint."""
-    return {"memory": _arrays_and_counters(mem), "tree": _arrays_and_counters(mem.tree) if mem.ranked else None}
-
-
-def load_replay_state(mem: ReplayMemory, state: dict) -> None:
-    """Restore `replay_state` into a memory built with the same config (in place: views stay views)."""
-    for obj, saved in ((mem, state["memory"]), (getattr(mem, "tree", None), state["tree"])):
-        for k, v in (saved or {}).items():
-            cur = getattr(obj, k)
-            if isinstance(cur, np.ndarray):
-                cur[...] = v
-            elif isinstance(cur, list):
-                for a, b in zip(cur, v):
-                    a[...] = b
-            else:
-                setattr(obj, k, v)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------
 def _seed(*keys: int) -> int:
@@ -534,7 +501,7 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
                                      "v_ranges": v_ranges, "action_ids": [ids.tolist() for ids in action_ids],
                                      "trainable_parameters": sum(p.numel() for p in params)})
     curve_tmp = out / "curve.partial.csv"
-    start_step, updates, n_evals, wall0, curve_rows = 0, 0, 0, 0.0, 0
+    start_step, updates, n_evals, wall0, curve_rows = 0, 0, 0, 0.0, None
     recent = [[] for _ in games]
     kl_sum, kl_n = [0.0] * G, [0] * G
     learn_from = args.learning_starts
@@ -543,39 +510,34 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
         opt.load_state_dict(ck["optimizer"])
         if ck["replay"] is not None:
             for m, s in zip(mems, ck["replay"]):
-                load_replay_state(m, s)
+                m.load_state_dict(s)
         else:  # approximate resume: refill the memories before learning again
             learn_from = ck["step"] + args.learning_starts
         set_rng_state(ck["rng"])
         rng.bit_generator.state = ck["train_rng"]
         start_step, updates, n_evals, wall0 = ck["step"], ck["updates"], ck["n_evals"], ck["wall_time"]
         curve_rows, recent, (kl_sum, kl_n) = ck["curve_rows"], ck["recent"], ck["kl"]
-        _truncate_csv(curve_tmp, curve_rows)
         print(f"[H-PR {args.arch} seed {args.seed}] resuming from checkpoint at step {start_step:,}"
               + ("" if ck["replay"] is not None else " (replay not saved: refilling the memories)"),
               file=sys.stderr, flush=True)
-    else:
-        curve_tmp.unlink(missing_ok=True)
-    curve_f = open(curve_tmp, "a", newline="")
-    curve_w = csv.writer(curve_f)
-    if curve_f.tell() == 0:  # a new file (a resumed one keeps its header)
-        curve_w.writerow(CURVE_FIELDS)
+    curve = CsvLog(curve_tmp, CURVE_FIELDS, keep=curve_rows)  # resumed: cut back to the checkpoint's rows
+    boundaries = Boundaries(args.checkpoint_every)
     label = f"H-PR {args.arch}/{replay_cfg.kind} {G} games seed {args.seed}"
     progress = Progress(args.total_steps, label, args.log_interval_s)
     last_eval: dict = {}
 
     def begin_segment(step: int):
         """Reset every game with the seeds of checkpoint segment `step // checkpoint_every`."""
-        boundary = step // args.checkpoint_every if args.checkpoint_every > 0 else 0
+        boundary = boundaries.segment(step)
         return [e.reset(_seed(args.seed, ENV, boundary, g)) for g, e in enumerate(envs)], [True] * G
 
     def save_checkpoint(step: int) -> None:
-        curve_f.flush()
+        curve.flush()
         torch_save({"args": asdict(args), "student": student.state_dict(), "optimizer": opt.state_dict(),
-                    "replay": [replay_state(m) for m in mems] if args.checkpoint_replay else None,
+                    "replay": [m.state_dict() for m in mems] if args.checkpoint_replay else None,
                     "v_ranges": v_ranges, "rng": rng_state(), "train_rng": rng.bit_generator.state,
                     "step": step, "updates": updates, "n_evals": n_evals, "wall_time": time.time() - t_start,
-                    "curve_rows": curve_rows, "recent": recent, "kl": (kl_sum, kl_n)}, ckpt_path)
+                    "curve_rows": curve.rows, "recent": recent, "kl": (kl_sum, kl_n)}, ckpt_path)
 
     def update(g: int, beta: float) -> float:
         """One minibatch update on game g (Eq. 4 weighted by Eq. 8), then the Eq. 5 priorities."""
@@ -597,15 +559,14 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
         return kl.detach().mean().item()
 
     def evaluate_all(step: int) -> None:
-        nonlocal curve_rows, n_evals
+        nonlocal n_evals
         scores = []
         for g, game in enumerate(games):
             res = evaluate(policies[g], game, eval_protocol,
                            _seed(args.seed, EVAL, n_evals, g), device)
             kl = kl_sum[g] / kl_n[g] if kl_n[g] else float("nan")
-            curve_w.writerow((game, step, step * frameskip, updates, f"{time.time() - t_start:.2f}",
-                              res["mean"], res["episodes"], kl))
-            curve_rows += 1
+            curve.write((game, step, step * frameskip, updates, f"{time.time() - t_start:.2f}",
+                         res["mean"], res["episodes"], kl))
             kl_sum[g], kl_n[g] = 0.0, 0
             last_eval[game] = {"mean": res["mean"], "std": res["std"], "episodes": res["episodes"],
                                "scores": res["scores"], "env_steps": step, "updates": updates}
@@ -620,7 +581,7 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
         for step in range(start_step, args.total_steps):
             if stop_after_steps is not None and step - start_step >= stop_after_steps:
                 return {"stopped_at_step": step}
-            if args.checkpoint_every > 0 and step > start_step and step % args.checkpoint_every == 0:
+            if boundaries.at(step, start_step):
                 save_checkpoint(step)
                 obs, starts = begin_segment(step)
             # ---- act: one ε-greedy step in every game, one experience per game ----------------------
@@ -652,7 +613,7 @@ def train(args: HPRArgs, out_dir: str | os.PathLike, stop_after_steps: int | Non
         if updates % args.eval_every != 0 or updates == 0:
             evaluate_all(args.total_steps)
     finally:
-        curve_f.close()
+        curve.close()
         for e in envs:
             e.close()
     progress.update(args.total_steps, [s for r in recent for s in r[-10:]], force=True)
