@@ -61,57 +61,88 @@ class EvalProtocol:
         return p
 
 
+def quotas(episodes: int, n: int, extra: str = "first") -> np.ndarray:
+    """Games each of `n` envs plays so that `episodes` whole games are played in all: a fixed quota per env, so short
+    games are not over-represented. The remainder goes to the first envs (``extra="first"``, this module's protocol)
+    or to the last (``"last"``: SB3's evaluate_policy, as the teacher zoo scores its teachers)."""
+    if extra not in ("first", "last"):
+        raise ValueError(f"extra must be 'first' or 'last', got {extra!r}")
+    i = np.arange(n) if extra == "first" else np.arange(n)[::-1]
+    return np.full(n, episodes // n) + (i < episodes % n)
+
+
+def play_games(game: str, env_protocol: dict, n: int, act, seed: int, quota=None, steps: int = 0) -> dict:
+    """The one loop that plays whole games for a score: `n` envs of `game` under `env_protocol` (common.envs;
+    reward clipping and life-loss ends are always off: raw game scores of whole games), reset with `seed`.
+
+    Episode mode (`steps` 0): env i plays until it has completed `quota[i]` games; games it completes beyond its
+    quota are not counted. Step-budget mode (`steps` > 0): `steps` control steps over all envs; every game completed
+    within them counts. ``act(obs, starts, n_actions) -> actions [n]`` chooses each step's actions (exploration
+    included) from the observations [n, ...] (numpy) and the envs whose game just started (bool [n]).
+    Returns the completed games' scores and lengths (in completion order), control_steps and wall_time."""
+    env = make_vec_env(game, n, {**env_protocol, "clip_rewards": False, "episodic_life": False})
+    quota = None if steps > 0 else np.asarray(quota)
+    scores, lengths, done = [], [], np.zeros(n, dtype=int)
+    control_steps = 0
+    try:
+        obs = env.reset(seed)
+        starts = np.ones(n, dtype=bool)
+        t0 = time.time()
+        while True:
+            st = env.step(act(obs, starts, env.n_actions))
+            control_steps += n
+            for i, ret, length in st.episodes:
+                if steps > 0 or done[i] < quota[i]:
+                    scores.append(ret)
+                    lengths.append(length)
+                done[i] += 1
+            starts = st.game_over.copy()
+            obs = st.obs
+            if (steps > 0 and control_steps >= steps) or (steps <= 0 and (done >= quota).all()):
+                break
+    finally:
+        env.close()
+    return {"scores": scores, "lengths": lengths, "control_steps": control_steps, "wall_time": time.time() - t0}
+
+
 @torch.no_grad()
 def evaluate(agent: torch.nn.Module | None, game: str, protocol: EvalProtocol, seed: int, device="cpu") -> dict:
-    """Play `agent` (a net returning NetOut) under `protocol`; returns scores and summary statistics.
+    """Play `agent` (a net returning NetOut) under `protocol` (:func:`play_games`); returns scores and summary
+    statistics.
 
     agent=None plays the uniform-random policy (every table's random-policy row): each action uniform over the
     game's actions from its own stream (numpy, seeded by `seed`), under the same starts, caps and scoring."""
     p = protocol
     n = max(1, min(p.num_envs, p.episodes)) if p.steps <= 0 else p.num_envs
-    env = make_vec_env(game, n, {
-        "noop_max": p.noop_max, "max_frames": p.max_frames, "repeat_action_probability": p.repeat_action_probability,
-        "full_action_space": p.full_action_space, "frame_stack": p.frame_stack, "size": p.size,
-        "crop_rows": p.crop_rows, "clip_rewards": False, "episodic_life": False})
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    quota = np.full(n, p.episodes // n) + (np.arange(n) < p.episodes % n)
-    scores, lengths, done_count = [], [], np.zeros(n, dtype=int)
     uniform = np.random.default_rng([seed, 1]) if agent is None else None
-    obs = torch.from_numpy(env.reset(seed))
     state = None if agent is None else agent.initial_state(n, device)
-    starts = torch.ones(n, dtype=torch.bool)
-    steps, t0 = 0, time.time()
-    while True:
+
+    def act(obs, starts, n_actions):
+        nonlocal state
         if agent is None:
-            a = uniform.integers(0, env.n_actions, n)
+            a = uniform.integers(0, n_actions, n)
         else:
-            out = agent(obs.to(device), state, starts.to(device))
+            out = agent(torch.from_numpy(obs).to(device), state, torch.from_numpy(starts).to(device))
             state = out.state
             if p.policy == "greedy":
                 a = out.logits.argmax(-1).cpu().numpy()
             else:
                 a = torch.multinomial(torch.softmax(out.logits.float().cpu(), -1), 1, generator=gen).squeeze(-1).numpy()
         explore = rng.random(n) < p.epsilon
-        a = np.where(explore, rng.integers(0, env.n_actions, n), a)
-        st = env.step(a)
-        steps += n
-        for i, ret, length in st.episodes:
-            if p.steps > 0 or done_count[i] < quota[i]:
-                scores.append(ret)
-                lengths.append(length)
-            done_count[i] += 1
-        starts = torch.from_numpy(st.game_over.copy())
-        obs = torch.from_numpy(st.obs)
-        if (p.steps > 0 and steps >= p.steps) or (p.steps <= 0 and (done_count >= quota).all()):
-            break
-    env.close()
-    arr = np.asarray(scores, dtype=float)
-    return {"game": game, "seed": seed, "protocol": asdict(p), "scores": arr.tolist(), "lengths": lengths,
+        return np.where(explore, rng.integers(0, n_actions, n), a)
+
+    played = play_games(game, {
+        "noop_max": p.noop_max, "max_frames": p.max_frames, "repeat_action_probability": p.repeat_action_probability,
+        "full_action_space": p.full_action_space, "frame_stack": p.frame_stack, "size": p.size,
+        "crop_rows": p.crop_rows}, n, act, seed, quota=quotas(p.episodes, n), steps=max(p.steps, 0))
+    arr = np.asarray(played["scores"], dtype=float)
+    return {"game": game, "seed": seed, "protocol": asdict(p), "scores": arr.tolist(), "lengths": played["lengths"],
             "episodes": len(arr), "mean": float(arr.mean()) if len(arr) else float("nan"),
             "std": float(arr.std()) if len(arr) else float("nan"),
             "median": float(np.median(arr)) if len(arr) else float("nan"),
-            "control_steps": steps, "wall_time": time.time() - t0}
+            "control_steps": played["control_steps"], "wall_time": played["wall_time"]}
 
 
 def main(argv=None):

@@ -57,6 +57,7 @@ from stable_baselines3.common.vec_env import VecEnv as _SB3VecEnvBase
 from common.a2c import CURVE_FIELDS
 from common.checks import Range, check_value
 from common.envs import MINATAR_PREFIX, AtariProtocol, make_vec_env
+from common.evaluation import play_games, quotas
 from common.io import read_json, seed_everything, write_json
 from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
 from common.runlog import CsvLog, Progress
@@ -483,38 +484,29 @@ def train_teacher(algo: str, game: str, seed: int, kind: str, steps: int, out_di
 # ---------------------------------------------------------------------------------------------------
 def evaluate(model, game: str, protocol: dict, episodes: int, seed: int, eps: float = 0.0,
              num_envs: int | None = None) -> dict:
-    """Raw game score of `episodes` whole games (no clipping, no life-loss ends, up to 30 no-ops).
+    """Raw game score of `episodes` whole games (no clipping, no life-loss ends, up to 30 no-ops), played by
+    common.evaluation.play_games under the teacher's own env protocol.
 
-    PPO/A2C sample from the policy; DQN acts greedily, ε-greedy with `eps` per env. Each env plays a
-    fixed quota of games ((episodes + i) // n, as SB3's evaluate_policy) so short games are not favoured.
-    """
+    PPO/A2C sample from the policy (SB3's ``predict``); DQN acts greedily, ε-greedy with `eps` per env. Each env
+    plays a fixed quota of games (SB3's evaluate_policy: the remainder to the last envs) so short games are not
+    favoured."""
     eval_protocol = {**protocol, "clip_rewards": False, "episodic_life": False}
     n = num_envs or max(1, min(episodes, 8))
-    env = make_vec_env(game, n, eval_protocol)
     rng = np.random.default_rng(seed)
-    quota = [(episodes + i) // n for i in range(n)]
-    done = [0] * n
-    scores, lengths = [], []
     sampled = not isinstance(model, DQN)
-    try:
-        obs = env.reset(seed)
-        while any(d < q for d, q in zip(done, quota)):
-            actions, _ = model.predict(obs, deterministic=not sampled)
-            if eps > 0:
-                rand = rng.random(n) < eps
-                actions[rand] = rng.integers(env.n_actions, size=int(rand.sum()))
-            s = env.step(actions)
-            obs = s.obs
-            for i, score, length in s.episodes:
-                if done[i] < quota[i]:
-                    done[i] += 1
-                    scores.append(score)
-                    lengths.append(length)
-    finally:
-        env.close()
+
+    def act(obs, starts, n_actions):
+        actions, _ = model.predict(obs, deterministic=not sampled)
+        if eps > 0:
+            rand = rng.random(n) < eps
+            actions[rand] = rng.integers(n_actions, size=int(rand.sum()))
+        return actions
+
+    played = play_games(game, eval_protocol, n, act, seed, quota=quotas(episodes, n, extra="last"))
+    scores = played["scores"]
     return {"mean": float(np.mean(scores)) if scores else float("nan"),
             "std": float(np.std(scores)) if scores else float("nan"),
-            "episodes": len(scores), "scores": scores, "lengths": lengths, "eps": eps,
+            "episodes": len(scores), "scores": scores, "lengths": played["lengths"], "eps": eps,
             "actions": "sampled" if sampled else "greedy", "seed": seed, "protocol": eval_protocol,
             "num_timesteps": int(model.num_timesteps)}
 
