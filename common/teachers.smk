@@ -20,7 +20,7 @@ rule teacher:
         steps=lambda wc: teacher_steps(wc.algo, wc.kind),
         # body: teachers.body for the tier's actor-critic algo; the Nature-DQN body for the others (DQN teachers,
         # and the A2C teachers of Knowledge Flow's different-architecture ablation); teachers.bodies overrides
-        # (MinAtar games, written MinAtar-<Game> (GAS) or MinAtar/<Game> (H-PR): the MinAtar body, the only one that fits 10x10)
+        # (MinAtar games, written MinAtar-<Game> in the path by common.zoo.teacher_dir: the MinAtar body, the only one that fits 10x10)
         body=lambda wc: "minatar" if _zoo_is_minatar(_zoo_game_from_slug(wc.game)) else config["teachers"].get("bodies", {}).get(
             wc.algo, config["teachers"].get("body", "a3c") if wc.algo == config["teachers"]["algo"] else "nature"),
         episodes=config["teachers"].get("eval", {}).get("episodes", 10),

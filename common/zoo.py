@@ -131,9 +131,12 @@ def game_from_slug(game: str) -> str:
     return MINATAR_PREFIX + game[len("MinAtar-"):] if game.startswith("MinAtar-") else game
 
 
-def teacher_dir(algo: str, game: str, kind: str, seed: int, root: str | os.PathLike = "teachers") -> Path:
-    """The zoo layout: <root>/<algo>/<game slug>/<kind>/seed<seed>."""
-    return Path(root) / algo / game_slug(game) / kind / f"seed{seed}"
+def teacher_dir(algo: str, game: str, kind: str, seed: int, root: str | os.PathLike = "teachers",
+                tier: str | None = None) -> Path:
+    """The zoo layout, the one place a teacher's directory is named: <root>/<tier>/<algo>/<game slug>/<kind>/seed<seed>
+    (no <tier> level when `tier` is None). Every paper's plan names its teachers here, so one teacher serves every
+    paper of a tier that asks for it (the pipeline's rule ``teacher``, common/teachers.smk, builds it)."""
+    return Path(root, *([tier] if tier else []), algo, game_slug(game), kind, f"seed{seed}")
 
 
 # ---------------------------------------------------------------------------------------------------

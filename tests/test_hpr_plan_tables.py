@@ -212,3 +212,17 @@ def test_value_histograms_by_hand(tmp_path):
           "--tier", "test", "--out-csv", str(tmp_path / "h.csv"), "--out-md", str(tmp_path / "h.md"),
           "--out-fig", str(tmp_path / "h.png")])
     assert "[8.000, 10.00]" in (tmp_path / "h.md").read_text() and (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_teacher_paths_come_from_the_zoo_layout():
+    """One teacher-path function (common.zoo.teacher_dir, with the tier): both plans name a MinAtar game's teacher as
+    the zoo does (one path component), so the shared teacher rule builds it for every paper."""
+    from common.zoo import teacher_dir
+    from papers.knowledge_flow import plan as kf_plan
+
+    c = {"teachers": {"algo": "ppo", "seed": 2}}
+    assert str(teacher_dir("dqn", "MinAtar/Breakout", "expert", 2, tier="t")) == "teachers/t/dqn/MinAtar-Breakout/expert/seed2"
+    assert str(teacher_dir("dqn", "Pong", "expert", 0)) == "teachers/dqn/Pong/expert/seed0"   # no tier: the CLI's layout
+    assert plan.teacher_dir(c, "t", "MinAtar/Breakout") == "teachers/t/dqn/MinAtar-Breakout/expert/seed2"
+    assert kf_plan.teacher_dir(c, "t", "MinAtar/Breakout", "non_expert") == "teachers/t/ppo/MinAtar-Breakout/non_expert/seed2"
+    assert kf_plan.teacher_dir(c, "t", "Pong", algo="a2c") == "teachers/t/a2c/Pong/expert/seed2"

@@ -17,7 +17,7 @@ The config section ``hpr_distillation`` names the paper's experiments; a *run* i
 Run names say what they are: ``<arch>_<sampler>_<n>games`` with sampler ``uniform``, ``pr`` or ``hpr<p>``
 (``proposed_hpr5_4games``). Two experiments that ask for the same student on the same games share one run
 (Fig. 4's H-PR run is Fig. 5's p = 5; in the smoke tier Table 1's proposed run is Fig. 4's Uniform run).
-Teachers are the zoo's DQN experts of each game (``teachers/<tier>/dqn/<game>/expert/seed<k>``, the
+Teachers are the zoo's DQN experts of each game (``teachers/<tier>/dqn/<game slug>/expert/seed<k>``, the
 shared ``teacher`` rule; budgets ``teachers.algo_steps.dqn``); Fig. 2's policies are DQN teachers of
 increasing ability (zoo kinds untrained < non_expert < expert) with V(s) = max_a Q(s, a) of the expert.
 """
@@ -28,6 +28,7 @@ import json
 
 from common.envs import MINATAR_PREFIX, AtariProtocol
 from common.evaluation import EvalProtocol
+from common.zoo import teacher_dir as zoo_teacher_dir
 from papers.hpr_distillation.method import ARCHS, EVAL_DEFAULTS, HPRArgs
 
 ALGO = "dqn"  # the teachers' zoo algorithm: distillation needs Q-values
@@ -44,7 +45,9 @@ def section(config: dict) -> dict:
 
 
 def teacher_dir(config: dict, tier: str, game: str, kind: str = "expert") -> str:
-    return f"teachers/{tier}/{ALGO}/{game}/{kind}/seed{config['teachers'].get('seed', 0)}"
+    """The tier's DQN teacher of `game` (common.zoo.teacher_dir: the zoo's layout, MinAtar games as one path component,
+    'MinAtar-Breakout')."""
+    return str(zoo_teacher_dir(ALGO, game, kind, config["teachers"].get("seed", 0), tier=tier))
 
 
 def run_name(arch: str, sampler: str, partitions: int | None, games) -> str:

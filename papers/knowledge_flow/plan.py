@@ -50,6 +50,7 @@ import re
 from common.a2c import A2CArgs
 from common.evaluation import EvalProtocol
 from common.pipeline import check_games
+from common.zoo import teacher_dir as zoo_teacher_dir
 from papers.knowledge_flow.method import KFArgs, sample_lambdas
 
 # run-directory name -> (Table 2 column, key in config table2)
@@ -65,10 +66,9 @@ DISTRAL = "distral"
 
 
 def teacher_dir(config: dict, tier: str, game: str, kind: str = "expert", algo: str | None = None) -> str:
-    # the zoo's layout (a MinAtar game as one path component, 'MinAtar-Breakout'): the directory GAS's policy rules
-    # use too, so one teacher serves both papers
+    """The tier's teacher of `game` (common.zoo.teacher_dir: the zoo's layout, so one teacher serves every paper)."""
     t = config["teachers"]
-    return f"teachers/{tier}/{algo or t['algo']}/{game.replace('/', '-')}/{kind}/seed{t.get('seed', 0)}"
+    return str(zoo_teacher_dir(algo or t["algo"], game, kind, t.get("seed", 0), tier=tier))
 
 
 def experiments(config: dict) -> dict:
