@@ -57,6 +57,7 @@ from common.multirun import check_memory, make_engine
 from common.io import (atomic_path, derive_seed, read_checkpoint, resolve_device, rng_state, seed_everything,
                        set_rng_state, torch_save, write_json)
 from common.nets import NETS, check_net_for_game, make_net
+from common.runlog import Progress, truncate_csv
 
 CURVE_FIELDS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
 
@@ -235,46 +236,6 @@ def env_seed(seed: int, boundary: int) -> int:
     return derive_seed(seed, boundary) % (2**31 - 1)
 
 
-class Progress:
-    """Progress of a long run: a tqdm bar on a terminal, else a line every `interval` s (for job logs)."""
-
-    def __init__(self, total: int, label: str, interval: float):
-        self.total, self.label, self.interval = total, label, interval
-        self.t0 = time.time()
-        self.last = 0.0
-        self.start_step = None
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=label, unit="step", unit_scale=True, file=sys.stderr)
-
-    def update(self, step: int, recent: list[float], force: bool = False):
-        now = time.time()
-        if self.start_step is None:
-            self.start_step = step
-            if self.bar is not None:
-                self.bar.update(step - self.bar.n)
-        score = f"{np.mean(recent[-10:]):.1f}" if recent else "n/a"
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            if force or now - self.last >= 1.0:
-                self.last = now
-                self.bar.set_postfix_str(f"score(last 10) {score}")
-            if step >= self.total:
-                self.bar.close()
-            return
-        if not force and now - self.last < self.interval:
-            return
-        self.last = now
-        rate = (step - self.start_step) / max(now - self.t0, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        eta_s = f"{eta / 60:.1f} min" if math.isfinite(eta) else "?"
-        print(f"[{self.label}] {step:,}/{self.total:,} steps ({100 * step / self.total:.0f}%) | "
-              f"{rate:,.0f} steps/s | ETA {eta_s} | mean score (last 10 games) {score}",
-              file=sys.stderr, flush=True)
-
-
 def make_optimizer(args: A2CArgs, params) -> torch.optim.Optimizer:
     # foreach: one multi-tensor kernel per step instead of one per parameter (measurably faster on CPU)
     if args.optimizer == "adam":
@@ -451,8 +412,8 @@ class _Run:
         self.resumed_rng = ck["rng"]
         self.start_update, self.wall0 = ck["update"], ck["wall_time"]
         self.curve_rows, self.stats_rows = ck["curve_rows"], ck["stats_rows"]
-        _truncate_csv(self.curve_tmp, self.curve_rows)
-        _truncate_csv(self.stats_tmp, self.stats_rows)
+        truncate_csv(self.curve_tmp, self.curve_rows)
+        truncate_csv(self.stats_tmp, self.stats_rows)
 
     def checkpoint_state(self, update: int, wall: float, rng: dict | None = None) -> dict:
         self.curve_f.flush()
@@ -870,16 +831,6 @@ def train_many(build, specs: list, stop_after_updates: int | None = None, batch:
         run_specs = [build(a, o, env) for a, o in group]
         results.append(_drive(Learner.many(run_specs, env=env, batch=batch), stop_after_updates))
     return results
-
-
-def _truncate_csv(path: Path, data_rows: int) -> None:
-    """Keep the header and the first `data_rows` rows (what the checkpoint had written)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(rows[: data_rows + 1])
 
 
 def main(argv=None):
