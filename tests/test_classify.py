@@ -116,3 +116,31 @@ def test_fit_stops_on_a_non_finite_loss_naming_the_step_and_fix():
                                                  r"\(NaNLoss loss = nan\); lower lr \(now 0.01\)"):
         classify.fit(nn.Linear(2, 2), (torch.randn(4, 2), torch.tensor([0, 1, 0, 1])), NaNLoss(), epochs=3,
                      batch_size=2, lr=0.01, seed=0, what="toy training")
+
+
+def test_gas_teacher_training_keeps_the_bits_of_its_dataloader_loop():
+    """run.train_classifier against the loop it replaced (DataLoader shuffle, seeded), with a class map (a Dataset
+    of python-int labels) and a batch size that leaves a short last minibatch."""
+    import papers.gan_simulator.run as gr
+    from common.io import seed_everything
+    from papers.gan_simulator.method import LeNet5
+
+    train, _ = gr.digits_dataset(seed=0)
+    train = gr.RelabelledDataset(torch.utils.data.TensorDataset(*(t[:300] for t in train.tensors)),
+                                 [0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    torch.manual_seed(3)
+    ref = LeNet5(n_classes=5)
+    new = LeNet5(n_classes=5)
+    new.load_state_dict(ref.state_dict())
+    seed_everything(11)                                    # the replaced loop, as it was
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True,
+                                         generator=torch.Generator().manual_seed(11))
+    for _ in range(2):
+        for x, y in loader:
+            loss = F.cross_entropy(ref(x)[0], torch.as_tensor(y))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    gr.train_classifier(new, train, 2, 1e-3, 64, 11, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), new.state_dict().values()))

@@ -80,3 +80,12 @@ def test_the_two_digits_splits():
     assert per_class.min() >= 35 and per_class.max() <= 37                # 174..183 images a class, 20% each
     with pytest.raises(ValueError, match="unknown digits split 'random'"):
         datasets.digits_split("random", y.numpy())
+
+
+def test_gas_reads_the_stratified_digits_split():
+    from papers.gan_simulator.method import digits_dataset
+
+    x, y = datasets.digits_images()
+    gas_train, gas_test = digits_dataset(seed=0)
+    assert torch.equal(gas_test.tensors[1], y[datasets.digits_split("stratified", y.numpy())[1]])
+    assert gas_train.tensors[0].shape[1:] == (1, 32, 32)

@@ -44,6 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.checks import arg, check_fields, check_finite, check_value, fail
+from common.classify import top1_counts
+from common.datasets import TORCHVISION, digits_images, digits_split, require, torchvision_dataset
 from common.envs import dataclass_from_dict
 from common.io import derive_seed, resolve_device, seed_everything
 from common.losses import softened_kl
@@ -575,80 +577,52 @@ def digits_dataset(seed: int = 0, test_fraction: float = 0.2, image_size: int = 
     """scikit-learn's bundled digits (1,797 8x8 images, 10 classes; offline) as (train, test) TensorDatasets.
 
     Pixels 0..16 are scaled to [0, 1], upsampled bilinearly (align_corners=False) to image_size, mapped to
-    [-1, 1]; x has shape (N, 1, s, s) float32, y int64. The split is stratified and fixed by `seed`.
+    [-1, 1]; x has shape (N, 1, s, s) float32, y int64. The split is common.datasets' ``stratified`` one (GAS's
+    recorded split; Knowledge Flow records another, the registry's docstring says why both stay), fixed by `seed`.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x, y = digits_images()
     x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     x = (x * 2.0 - 1.0).clamp(-1.0, 1.0)
-    y = torch.tensor(digits.target, dtype=torch.int64)
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed,
-                                           stratify=digits.target)
+    idx_train, idx_test = digits_split("stratified", y.numpy(), seed, test_fraction)
     idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
     return (torch.utils.data.TensorDataset(x[idx_train], y[idx_train]),
             torch.utils.data.TensorDataset(x[idx_test], y[idx_test]))
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, loader, device=None) -> float:
     """Top-1 accuracy in [0, 1] of `model` (logits or (logits, features)) over a loader of (x, y)."""
-    was_training = model.training
-    model.eval()
-    device = device or next(model.parameters()).device
-    correct = total = 0
-    for x, y in loader:
-        logits = _logits_and_features(model(x.to(device)))[0]
-        correct += (logits.argmax(dim=1).cpu() == y).sum().item()
-        total += len(y)
-    model.train(was_training)
+    correct, total = top1_counts(model, loader, device or next(model.parameters()).device)
     if total == 0:
         raise ValueError("accuracy: the loader is empty")
     return correct / total
 
 
-TORCHVISION_DATASETS = {
-    # name: (torchvision class, folder it reads under root, channels)
-    "mnist": ("MNIST", "MNIST/raw", 1),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", 1),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", 3),
-}
+IMAGE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+"""the torchvision datasets of the image experiments (common.datasets.TORCHVISION holds where and how they lie)"""
 
 
 def load_torchvision_dataset(name: str, root: str | Path, train: bool = True, image_size: int = 32):
     """A torchvision dataset resized to image_size and normalised to [-1, 1], read from `root` (no download).
 
-    torchvision is imported lazily; when it or the files are missing this raises FileNotFoundError naming the
-    dataset, the expected path and how to get it. Never a silent skip.
+    torchvision is imported lazily (common.datasets.torchvision_dataset): missing files raise FileNotFoundError
+    naming the dataset, the expected path and the command that fetches it; a missing torchvision RuntimeError.
+    Never a silent skip.
     """
     key = name.lower().replace("-", "_")
-    if key not in TORCHVISION_DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; known: {', '.join(TORCHVISION_DATASETS)}")
-    cls_name, sub, channels = TORCHVISION_DATASETS[key]
-    expected = Path(root) / sub
-    how = (f"To get it: `pip install torchvision`, then on a machine with internet run "
-           f"`torchvision.datasets.{cls_name}('{root}', train=True, download=True)` (and train=False), and copy "
-           f"the folder {Path(root) / sub.split('/')[0]} to this machine under {root}.")
-    try:
-        import torchvision
-        from torchvision import transforms
-    except ImportError as e:
-        raise FileNotFoundError(f"dataset '{name}' is not available: torchvision is not installed ({e}); "
-                                f"expected the {cls_name} files under {expected}. {how}") from None
+    if key not in IMAGE_DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; known: {', '.join(IMAGE_DATASETS)}")
+    channels = TORCHVISION[key].channels
+    require(key, root, "train" if train else "test")
+    from torchvision import transforms
+
     tf = transforms.Compose([transforms.Resize(image_size), transforms.ToTensor(),
                              transforms.Normalize([0.5] * channels, [0.5] * channels)])
-    try:
-        return getattr(torchvision.datasets, cls_name)(str(root), train=train, download=False, transform=tf)
-    except (RuntimeError, FileNotFoundError, OSError) as e:
-        raise FileNotFoundError(f"dataset '{name}' not found: expected torchvision's {cls_name} files under "
-                                f"{expected} ({e}). {how}") from None
+    return torchvision_dataset(key, root, "train" if train else "test", transform=tf)
 
 
 __all__ = [
     "GASArgs", "METHODS", "METHOD_PRESETS", "SOURCES", "Generator", "reinit_generator", "life_seed",
     "ExemplarBuffer", "one_hot_loss", "information_entropy_loss", "activation_loss", "kd_loss", "disagreement",
     "student_objective", "generator_loss", "DistillResult", "distill", "ClassifierOut", "LeNet5", "LeNet5Half",
-    "digits_dataset", "accuracy", "load_torchvision_dataset", "TORCHVISION_DATASETS",
+    "digits_dataset", "accuracy", "load_torchvision_dataset", "IMAGE_DATASETS",
 ]

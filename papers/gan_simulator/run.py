@@ -55,15 +55,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from common.checks import arg
+from common.classify import CrossEntropy, fit
+from common.datasets import TORCHVISION, expected_path
 from common.envs import dataclass_from_dict
 from common.io import atomic_path, seed_everything, torch_save, verify_torch_file, write_json
 from common.nets import check_net_for_game
 from papers.gan_simulator.guard import RealDataGuard, RealDataLeak
-from papers.gan_simulator.method import (DATA_FREE_METHODS, GENERATOR_METHODS, METHODS, TORCHVISION_DATASETS,
-                                         GASArgs, accuracy, digits_dataset, distill, load_torchvision_dataset)
+from papers.gan_simulator.method import (DATA_FREE_METHODS, GENERATOR_METHODS, IMAGE_DATASETS, METHODS, GASArgs,
+                                         accuracy, digits_dataset, distill, load_torchvision_dataset)
 from papers.gan_simulator.nets import NETS
 
 
@@ -160,8 +161,8 @@ class ImageArgs:
     @classmethod
     def from_dict(cls, d: dict) -> "ImageArgs":
         a = dataclass_from_dict(cls, dict(d), where="gan_simulator image arguments")
-        if a.dataset != "digits" and a.dataset not in TORCHVISION_DATASETS:
-            raise ValueError(f"unknown dataset '{a.dataset}'; choose digits or {', '.join(TORCHVISION_DATASETS)}")
+        if a.dataset != "digits" and a.dataset not in IMAGE_DATASETS:
+            raise ValueError(f"unknown dataset '{a.dataset}'; choose digits or {', '.join(IMAGE_DATASETS)}")
         bad = [m for m in list(a.methods) + list(a.method_overrides) if m not in METHODS]
         if bad:
             raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
@@ -217,8 +218,7 @@ def missing_dataset(name: str, data_dir: str) -> str | None:
     Checks the path and that torchvision is importable, without importing it."""
     if name == "digits":
         return None
-    cls_name, sub, _ = TORCHVISION_DATASETS[name]
-    expected = Path(data_dir) / sub
+    cls_name, expected = TORCHVISION[name].cls, expected_path(name, data_dir, "train")
     fetch = (f"python -c \"import torchvision; torchvision.datasets.{cls_name}('{data_dir}', train=True, "
              f"download=True); torchvision.datasets.{cls_name}('{data_dir}', train=False, download=True)\"")
     if not expected.exists():
@@ -237,7 +237,7 @@ def load_image_task(args: ImageArgs):
     else:
         train = load_torchvision_dataset(args.dataset, args.data_dir, train=True)
         test = load_torchvision_dataset(args.dataset, args.data_dir, train=False)
-        channels = TORCHVISION_DATASETS[args.dataset][2]
+        channels = TORCHVISION[args.dataset].channels
     orig_test = original_labels(test)
     n_orig = int(max(original_labels(train).max(), orig_test.max())) + 1
     if args.class_map is not None:
@@ -276,21 +276,13 @@ def teacher_key(args: ImageArgs) -> str:
 
 
 def train_classifier(net: nn.Module, train, epochs: int, lr: float, batch_size: int, seed: int, device) -> nn.Module:
-    """Adam on cross-entropy for `epochs` passes over `train` in seeded minibatches."""
+    """Adam on cross-entropy for `epochs` passes over `train` in seeded minibatches: common.classify.fit in the
+    ``dataloader`` order (the teachers were first trained by a shuffling DataLoader seeded with `seed`; the same
+    draws keep their bits), after seeding every global generator with `seed`."""
     seed_everything(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    net.to(device).train()
-    for epoch in range(epochs):
-        for x, y in loader:
-            loss = F.cross_entropy(net(x.to(device))[0], torch.as_tensor(y).to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"teacher loss is {loss.item()} in epoch {epoch}: lower teacher_lr ({lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return net.eval()
+    net.to(device)
+    return fit(net, train, CrossEntropy(), epochs, batch_size, lr, seed, order="dataloader", device=device,
+               what="GAS teacher training", fix=f"lower teacher_lr (now {lr})")
 
 
 def get_teacher(args: ImageArgs, train, test_loader, n_classes: int, channels: int, cache_dir: Path, device,
