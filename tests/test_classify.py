@@ -144,3 +144,22 @@ def test_gas_teacher_training_keeps_the_bits_of_its_dataloader_loop():
             opt.step()
     gr.train_classifier(new, train, 2, 1e-3, 64, 11, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), new.state_dict().values()))
+
+
+def test_kf_fit_keeps_the_bits_of_its_randperm_loop():
+    from papers.knowledge_flow.supervised import ClassifierNet, CrossEntropy, Split, fit
+
+    split = Split(torch.rand(50, 1, 8, 8), torch.randint(0, 10, (50,)))
+    torch.manual_seed(4)
+    ref = ClassifierNet((1, 8, 8), 10, hidden=[16])
+    new = ClassifierNet((1, 8, 8), 10, hidden=[16])
+    new.load_state_dict(ref.state_dict())
+    opt, g = torch.optim.Adam(ref.parameters(), lr=1e-2), torch.Generator().manual_seed(9)
+    for _ in range(2):
+        for idx in torch.randperm(50, generator=g).split(16):
+            loss = F.cross_entropy(ref(split.x[idx]).logits, split.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    fit(new, split, CrossEntropy(), epochs=2, batch_size=16, lr=1e-2, seed=9)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), new.state_dict().values()))

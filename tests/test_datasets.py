@@ -89,3 +89,12 @@ def test_gas_reads_the_stratified_digits_split():
     gas_train, gas_test = digits_dataset(seed=0)
     assert torch.equal(gas_test.tensors[1], y[datasets.digits_split("stratified", y.numpy())[1]])
     assert gas_train.tensors[0].shape[1:] == (1, 32, 32)
+
+
+def test_knowledge_flow_reads_the_permutation_digits_split():
+    from papers.knowledge_flow.supervised import dataset
+
+    x, y = datasets.digits_images()
+    kf_train, kf_test = datasets.digits_split("permutation", y.numpy())
+    assert torch.equal(dataset("digits", split="test").y, y[kf_test])
+    assert torch.equal(dataset("digits", split="train").x, x[kf_train])

@@ -1,8 +1,9 @@
 """The data of Knowledge Flow's supervised Tables 3-6: datasets, tasks, minibatches (supervised.py has the program).
 
 scikit-learn's digits (8x8, 1,797 images, bundled) offline; the paper's datasets (MNIST, EMNIST, CIFAR-10/100,
-SVHN, STL-10: :data:`TORCHVISION`) read by torchvision's dataset classes from a local ``data_dir``, never
-downloaded (a missing one stops with the expected path and the command that fetches it); ImageNet never held in
+SVHN, STL-10: :data:`DATASETS`, located by the one registry common.datasets) read by torchvision's dataset classes
+from a local ``data_dir``, never downloaded (a missing one stops with the expected path and the command that
+fetches it); ImageNet never held in
 memory: a :class:`StreamedImages` split is read per minibatch by a DataLoader (:func:`minibatches`), with the
 usual random-resized crops and flips in training. A :class:`Task` is the target (or a teacher's source) task:
 classes kept or dropped, a validation split carved from the training set by a fixed permutation
@@ -15,10 +16,12 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import classify
+from common.datasets import (STREAMED, TORCHVISION, digits_images, digits_split, expected_path, fetch_command,
+                             load_tensors, require)
 from common.io import resolve_device
 
 
@@ -131,16 +134,12 @@ class _StreamedPairs(torch.utils.data.Dataset):
 def minibatches(split: Split, batch_size: int, generator: torch.Generator | None = None):
     """(x, y) minibatches of `split` in a random order drawn from `generator` (None: in order), on the device its
     data lies on. In-memory splits: ``torch.randperm(n, generator).split(batch_size)`` indexing the tensors, or
-    slices in order (fit's and top1_error's batches before streaming existed, bit for bit). StreamedImages:
+    slices in order (common.classify.minibatches: fit's and top1_error's batches before streaming existed, bit for
+    bit). StreamedImages:
     read in a DataLoader; with a generator the order and every image's crop seed are drawn from it."""
     n = len(split.y)
     if not isinstance(split.x, StreamedImages):
-        if generator is None:
-            for i in range(0, n, batch_size):
-                yield split.x[i:i + batch_size], split.y[i:i + batch_size]
-        else:
-            for idx in torch.randperm(n, generator=generator).split(batch_size):
-                yield split.x[idx], split.y[idx]
+        yield from classify.minibatches(split, batch_size, generator)
         return
     if generator is None:
         keys = [(i, None) for i in range(n)]
@@ -162,41 +161,10 @@ def data_device(task: Task) -> torch.device:
     return task.train.x.device
 
 
-# name -> (torchvision class, constructor kwargs, path under data_dir that exists once the data is there);
-# ImageNet ({ilsvrc}: train | val) is read as an ImageFolder per split and streamed (StreamedImages)
-TORCHVISION = {
-    "mnist": ("MNIST", {}, "MNIST/raw"),
-    "emnist_letters": ("EMNIST", {"split": "letters"}, "EMNIST/raw"),
-    "emnist_digits": ("EMNIST", {"split": "digits"}, "EMNIST/raw"),
-    "cifar10": ("CIFAR10", {}, "cifar-10-batches-py"),
-    "cifar100": ("CIFAR100", {}, "cifar-100-python"),
-    "svhn": ("SVHN", {}, "{split}_32x32.mat"),
-    "stl10": ("STL10", {}, "stl10_binary"),
-    "imagenet": ("ImageNet", {}, "imagenet/{ilsvrc}"),
-}
-DATASETS = ("digits", *TORCHVISION)
-STREAMED = ("imagenet",)
-"""datasets read from files per minibatch (StreamedImages), never held in memory; no download exists for them"""
-
-
-def expected_path(name: str, data_dir: str | Path, split: str) -> Path:
-    """Where dataset `name` ('train' or 'test' split) must lie under `data_dir` for :func:`dataset` to read it
-    (ImageNet's test split is ILSVRC-2012's validation set, as usual: imagenet/val)."""
-    return Path(data_dir) / TORCHVISION[name][2].format(split=split, ilsvrc="train" if split == "train" else "val")
-
-
-def fetch_command(name: str, data_dir: str | Path, split: str) -> str:
-    """The one-line command that downloads dataset `name` (`split`) into `data_dir`, for a machine with internet.
-    ImageNet cannot be downloaded by a program: the command unpacks the ILSVRC-2012 archives, fetched by hand."""
-    if name == "imagenet":
-        root, ilsvrc = Path(data_dir) / "imagenet", "train" if split == "train" else "val"
-        return (f"python -c \"import torchvision; torchvision.datasets.ImageNet('{root}', split='{ilsvrc}')\"  "
-                f"# unpacks ILSVRC2012_img_{ilsvrc}.tar and ILSVRC2012_devkit_t12.tar.gz, which you download "
-                f"from image-net.org (an account is needed) into {root} first")
-    cls_name, kw, _ = TORCHVISION[name]
-    split_kw = {"split": split} if cls_name in ("SVHN", "STL10") else {"train": split == "train"}
-    return (f"python -c \"import torchvision; torchvision.datasets.{cls_name}('{Path(data_dir)}', "
-            + "".join(f"{k}={v!r}, " for k, v in {**kw, **split_kw}.items()) + "download=True)\"")
+DATASETS = ("digits", "mnist", "emnist_letters", "emnist_digits", "cifar10", "cifar100", "svhn", "stl10", "imagenet")
+"""the datasets of the supervised tables: scikit-learn's digits and those of common.datasets.TORCHVISION named here"""
+DIGITS_SPLIT = "permutation"
+"""the digits split of the recorded supervised tables (common.datasets.DIGITS_SPLITS: a fixed 70/30 split, seed 0)"""
 
 
 def dataset(name: str, data_dir: str | Path = "data", split: str = "train") -> Split:
@@ -212,54 +180,22 @@ def dataset(name: str, data_dir: str | Path = "data", split: str = "train") -> S
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got '{split}'")
     if name == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        perm = np.random.default_rng(0).permutation(len(d.target))      # fixed 70/30 split
-        n_test = int(round(0.3 * len(perm)))
-        idx = perm[n_test:] if split == "train" else perm[:n_test]
-        x = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1) / 16.0
-        return Split(x, torch.tensor(d.target[idx], dtype=torch.long))
-    if name not in TORCHVISION:
+        x, y = digits_images()
+        idx = torch.as_tensor(digits_split(DIGITS_SPLIT, y.numpy(), seed=0)[0 if split == "train" else 1])
+        return Split(x[idx], y[idx])
+    if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
-    cls_name, kw, _ = TORCHVISION[name]
-    root = Path(data_dir)
-    split_kw = {"split": split} if cls_name in ("SVHN", "STL10") else {"train": split == "train"}
-    expected, get = expected_path(name, root, split), fetch_command(name, root, split)
-    if not expected.exists():
-        raise FileNotFoundError(
-            f"dataset '{name}' ({split}) not found: expected {expected} (data_dir '{root}'). This program never "
-            f"downloads. Fetch it on a machine with internet access with\n    {get}\nand copy the folder to "
-            f"'{root}', or point data_dir in --args to where it already lies.")
+    if name not in STREAMED:
+        return Split(*load_tensors(name, data_dir, split))
+    tvd, expected = require(name, data_dir, split), expected_path(name, data_dir, split)
     try:
-        import torchvision.datasets as tvd
-    except ImportError:
-        raise RuntimeError(f"dataset '{name}' needs torchvision, which is not installed: pip install torchvision matching "
-                           f"your torch (README, 'Set-up'; CPU build: --index-url https://download.pytorch.org/whl/cpu) (the data at {expected} is read with torchvision.datasets.{cls_name}).") from None
-    if name in STREAMED:
-        try:
-            folder = tvd.ImageFolder(str(expected))
-        except (FileNotFoundError, RuntimeError) as e:   # no class folders, or folders without images
-            raise FileNotFoundError(f"dataset '{name}' ({split}) under {expected} could not be read as one folder of "
-                                    f"images per class ({e}). Unpack it with\n    {get}") from None
-        return Split(StreamedImages(folder.samples, torch.arange(len(folder.samples)), augment=split == "train"),
-                     torch.as_tensor(folder.targets, dtype=torch.long))
-    try:
-        ds = getattr(tvd, cls_name)(str(root), download=False, **kw, **split_kw)
-    except RuntimeError as e:   # torchvision: "Dataset not found or corrupted"
-        raise FileNotFoundError(f"dataset '{name}' ({split}) under {root} could not be read by torchvision "
-                                f"({e}). Fetch it again with\n    {get}") from None
-    data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
-    labels = getattr(ds, "targets", None)
-    labels = getattr(ds, "labels", None) if labels is None else labels
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if data.dim() == 3:                                  # MNIST / EMNIST [N, H, W]
-        data = data.unsqueeze(1)
-    elif data.shape[-1] == 3:                            # CIFAR [N, H, W, 3]
-        data = data.permute(0, 3, 1, 2)
-    if name == "emnist_letters":                         # torchvision labels letters 1..26
-        y = y - 1
-    return Split(data.float() / 255.0, y)
+        folder = tvd.ImageFolder(str(expected))
+    except (FileNotFoundError, RuntimeError) as e:   # no class folders, or folders without images
+        raise FileNotFoundError(f"dataset '{name}' ({split}) under {expected} could not be read as one folder of "
+                                f"images per class ({e}). Unpack it with\n    "
+                                f"{fetch_command(name, data_dir, split)}") from None
+    return Split(StreamedImages(folder.samples, torch.arange(len(folder.samples)), augment=split == "train"),
+                 torch.as_tensor(folder.targets, dtype=torch.long))
 
 
 def _take(s: Split, idx: torch.Tensor, augment: bool | None = None) -> Split:

@@ -1,6 +1,6 @@
 """The objectives of Knowledge Flow's supervised Tables 3-6: what each method minimises on a minibatch.
 
-* :class:`CrossEntropy`: the baseline and fine-tuning (the student alone);
+* :class:`CrossEntropy`: the baseline and fine-tuning (the student alone; common.classify's plain cross-entropy);
 * :class:`KnowledgeFlowObjective`: Eq. 3 of the paper (:func:`supervised_kf_loss`)::
 
       CE(f~_theta(x), y) + lambda1 * l_dep(w) + lambda2 * KL(f~_theta(x) || f~_theta_old(x))
@@ -10,7 +10,7 @@
 * :class:`HintonKD`: Hinton et al. (2015)'s knowledge distillation (:func:`kd_loss`).
 
 Each has ``loss(model, x, y, progress, step) -> (loss, logs)`` and ``after_update(model, batch)``, which
-supervised_fit.fit calls after every optimiser step.
+supervised_fit.fit (common.classify.fit) calls after every optimiser step.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.a2c import Batch
+from common.classify import CrossEntropy  # noqa: F401 - the baseline's objective, re-exported under its name here
 from papers.knowledge_flow.method import KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent
 
 
@@ -43,14 +44,6 @@ def kd_loss(student_logits, teacher_logits, y, temperature: float, alpha: float)
     soft gradients' scale independent of T."""
     soft = -(F.softmax(teacher_logits / temperature, -1) * F.log_softmax(student_logits / temperature, -1)).sum(-1)
     return alpha * temperature ** 2 * soft.mean() + (1 - alpha) * F.cross_entropy(student_logits, y)
-
-
-class CrossEntropy:
-    def loss(self, model, x, y, progress, step):
-        return F.cross_entropy(model(x).logits, y), {}
-
-    def after_update(self, model, batch):
-        pass
 
 
 class KnowledgeFlowObjective:

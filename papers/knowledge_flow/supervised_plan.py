@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.datasets import STREAMED, TORCHVISION, expected_path, fetch_command
 from papers.knowledge_flow.supervised_args import SupArgs
-from papers.knowledge_flow.supervised_data import STREAMED, TORCHVISION, expected_path, fetch_command
 from papers.knowledge_flow.supervised_presets import EXPERIMENTS, PAPER_ROWS, experiment_args
 
 
@@ -39,7 +39,7 @@ def unavailable(args: SupArgs) -> str | None:
     miss = missing_data(args)
     if not miss:
         return None
-    classes = "/".join(dict.fromkeys(TORCHVISION[n][0] for n, _, _ in miss if n not in STREAMED))
+    classes = "/".join(dict.fromkeys(TORCHVISION[n].cls for n, _, _ in miss if n not in STREAMED))
     how = [f"torchvision.datasets.{classes}(..., download=True) on a machine with internet access"] if classes else []
     if any(n in STREAMED for n, _, _ in miss):     # ImageNet: no download=True exists
         how.append("the ILSVRC-2012 archives from image-net.org (an account is needed) unpacked by "
