@@ -72,11 +72,12 @@ the seeds, the results files; it also re-exports the names below, the import pat
 
 =========================  ==============================================================================
 supervised_data.py         datasets (digits offline, torchvision's from data_dir, ImageNet streamed), Task,
-                           minibatches
+                           minibatches; where each dataset lies and the digits splits: common/datasets.py
 supervised_nets.py         the nets: ClassifierNet, the paper's (DenseNet-BC, Chen's, ResNets), make_net,
                            fine-tuning's copy, ``links: same``
 supervised_objectives.py   CrossEntropy, Eq. 3 (KnowledgeFlowObjective, supervised_kf_loss), Hinton KD
-supervised_fit.py          fit (Adam, seeded minibatches), top1_error, the p_w and test-curve recorders
+supervised_fit.py          fit (Adam, seeded minibatches: common/classify.py, GAS's loop too), top1_error,
+                           the p_w and test-curve recorders
 supervised_args.py         SupArgs (one experiment's arguments, checked), TeacherSpec
 supervised_presets.yaml    the presets (EXPERIMENTS), with where each value comes from
 supervised_presets.py      load_presets, experiment_args, PAPER_ROWS (the paper row each preset fills)
