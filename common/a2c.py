@@ -37,6 +37,7 @@ own order and keeps one checkpoint for all (``own_checkpoint=False``, ``checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -53,7 +54,7 @@ import torch.nn.functional as F
 
 from common.checks import arg, check_fields
 from common.envs import AtariProtocol, Step, VecEnv, dataclass_from_dict, make_vec_env
-from common.multirun import check_memory, make_engine
+from common.multirun import Overlapped, check_memory, make_engine
 from common.io import (atomic_path, derive_seed, read_checkpoint, resolve_device, rng_state, seed_everything,
                        set_rng_state, torch_save, write_json)
 from common.nets import NETS, check_net_for_game, make_net
@@ -706,7 +707,17 @@ class Learner:
 
     # -- one update of every run ---------------------------------------------------------------------
     def step(self) -> None:
-        """collect -> update -> log, for every run; at a boundary first the checkpoints (if own) and new segment."""
+        """collect -> update -> log, for every run; at a boundary first the checkpoints (if own) and new segment.
+        The phases are methods of their own so that a driver can interleave two learners' rollouts step by step
+        (common.multirun.Overlapped: one learner's envs step while the other's nets run)."""
+        self.begin_update()
+        for t in range(self.T):
+            self.act(t)
+            self.observe(t)
+        self.end_update()
+
+    def begin_update(self) -> None:
+        """Checkpoints and a new env segment at a boundary, the learning rate, the rollout's initial state."""
         if not self.started:
             self.started = True
             self._begin_segment()
@@ -716,12 +727,39 @@ class Learner:
                 self.save_checkpoints()
             self._begin_segment()
         self.engine.decay(self.update / self.n_updates)
-        try:
-            self._collect()
+        for r in self.runs:
+            r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
+
+    def act(self, t: int) -> None:
+        """Collect, step t (1/2): every run acts on its envs; the actions go to the env (which may step meanwhile)."""
+        with torch.inference_mode(), self._device_memory():
+            acts = self.engine.act(t, self.obs_all)
+            actions = (torch.cat(acts) if self.K > 1 else acts[0]).cpu()
+            for r, sl in zip(self.runs, self.slices):
+                r.act_buf[t] = actions[sl]
+            self.env.send(actions.numpy())
+
+    def observe(self, t: int) -> None:
+        """Collect, step t (2/2): what the env returned, into every run's buffers and curve."""
+        runs, N = self.runs, self.N
+        with torch.inference_mode(), self._device_memory():
+            st = self.env.recv()
+            self.obs_all = torch.from_numpy(st.obs)
+            episodes = [[] for _ in runs]
+            for i, ret, length in st.episodes:
+                episodes[i // N].append((ret, length))
+            step_now = (self.update * self.T + t + 1) * N
+            wall = time.time() - self.t_start
+            for k, (r, sl, ep) in enumerate(zip(runs, self.slices, episodes)):
+                r.observe(t, st, sl, ep, step_now, self.frameskip, wall, self.device, self.engine.value_fn(k))
+
+    def end_update(self) -> None:
+        """Update (every run's A2C step on its rollout) -> log."""
+        with self._device_memory():
+            with torch.inference_mode():
+                self.engine.last_values(self.obs_all)
+                self.engine.end_rollout()
             stats = self.engine.learn(self.update, self.n_updates, self.per_update)
-        except torch.OutOfMemoryError as e:
-            raise MemoryError(f"out of {self.device} memory with {self.K} runs x {self.N} envs in one job ({e}); "
-                              "train fewer runs per job (config: runs_per_job) or fewer envs") from e
         if (self.update + 1) % self.stats_every_updates == 0 or self.update == self.n_updates - 1:
             for r, s in zip(self.runs, stats):
                 r.log(s)
@@ -729,28 +767,14 @@ class Learner:
         recent = self.runs[0].recent if self.K == 1 else [np.mean(r.recent[-10:]) for r in self.runs if r.recent]
         self.progress.update(self.K * self.update * self.per_update, recent)
 
-    def _collect(self) -> None:
-        """One rollout of n_steps for every run: each run acts on its envs, then one step of the shared env."""
-        runs, slices, env, device, N = self.runs, self.slices, self.env, self.device, self.N
-        for r in runs:
-            r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
-        with torch.inference_mode():
-            for t in range(self.T):
-                acts = self.engine.act(t, self.obs_all)
-                actions = (torch.cat(acts) if self.K > 1 else acts[0]).cpu()
-                for r, sl in zip(runs, slices):
-                    r.act_buf[t] = actions[sl]
-                st = env.step(actions.numpy())
-                self.obs_all = torch.from_numpy(st.obs)
-                episodes = [[] for _ in runs]
-                for i, ret, length in st.episodes:
-                    episodes[i // N].append((ret, length))
-                step_now = (self.update * self.T + t + 1) * N
-                wall = time.time() - self.t_start
-                for k, (r, sl, ep) in enumerate(zip(runs, slices, episodes)):
-                    r.observe(t, st, sl, ep, step_now, self.frameskip, wall, device, self.engine.value_fn(k))
-            self.engine.last_values(self.obs_all)
-            self.engine.end_rollout()
+    @contextlib.contextmanager
+    def _device_memory(self):
+        """An out-of-memory error of the device, re-raised with the fix."""
+        try:
+            yield
+        except torch.OutOfMemoryError as e:
+            raise MemoryError(f"out of {self.device} memory with {self.K} runs x {self.N} envs in one job ({e}); "
+                              "train fewer runs per job (config: runs_per_job) or fewer envs") from e
 
     def save_checkpoints(self) -> None:
         """Every run's checkpoint.pt, each written atomically (a kill between two leaves runs one boundary apart:
@@ -810,11 +834,15 @@ def checkpoint_update(out_dir) -> int | None:
     return int(load_checkpoint(out / "checkpoint.pt", "cpu")["update"])
 
 
-def train_many(build, specs: list, stop_after_updates: int | None = None, batch: str = "loop") -> list[dict]:
+def train_many(build, specs: list, stop_after_updates: int | None = None, batch: str = "loop",
+               overlap: bool = False) -> list[dict]:
     """Train runs in one process: `specs` are (args, out_dir) pairs, `build(args, out_dir, env_info)` returns the
     RunSpec of one run (its agent and hook). Finished runs are skipped; runs that resume from different checkpoint
     updates (a job killed while writing them) train as separate groups, one after the other. Returns each group's
-    result (a list per group; {'stopped_at_update': k} entries when `stop_after_updates` stops a group early)."""
+    result (a list per group; {'stopped_at_update': k} entries when `stop_after_updates` stops a group early).
+    `overlap`: a group of two or more runs trains as two halves, each with its own vector env, one half's envs
+    stepping while the other half's nets run (common.multirun.Overlapped; each half computes what it would as a job
+    of its own)."""
     todo: dict[int, list] = {}
     for args, out in specs:
         u = checkpoint_update(out)
@@ -824,12 +852,16 @@ def train_many(build, specs: list, stop_after_updates: int | None = None, batch:
         todo.setdefault(u or 0, []).append((args, out))
     results = []
     for _, group in sorted(todo.items()):
-        a0 = group[0][0]
         check_group([a for a, _ in group])
-        env = make_vec_env(a0.game, len(group) * a0.num_envs, a0.protocol,
-                           num_threads=max(a.env_threads for a, _ in group))
-        run_specs = [build(a, o, env) for a, o in group]
-        results.append(_drive(Learner.many(run_specs, env=env, batch=batch), stop_after_updates))
+        halves = [group[:(len(group) + 1) // 2], group[(len(group) + 1) // 2:]] if overlap and len(group) > 1 \
+            else [group]
+        learners = []
+        for part in halves:
+            a0 = part[0][0]
+            env = make_vec_env(a0.game, len(part) * a0.num_envs, a0.protocol,
+                               num_threads=max(a.env_threads for a, _ in part))
+            learners.append(Learner.many([build(a, o, env) for a, o in part], env=env, batch=batch))
+        results.append(_drive(learners[0] if len(learners) == 1 else Overlapped(learners), stop_after_updates))
     return results
 
 

@@ -152,12 +152,28 @@ def block_seeds(seed, num_envs: int) -> list[tuple[int, int]]:
 
 
 class VecEnv:
-    """Common interface: `reset(seed) -> obs` (an int, or one seed per equal block of envs), `step(actions) -> Step`."""
+    """Common interface: `reset(seed) -> obs` (an int, or one seed per equal block of envs), `step(actions) -> Step`,
+    and `step` in two halves, `send(actions)` then `recv() -> Step`: an env that steps in threads of its own
+    (ale-py's) runs between the two, so the caller can compute meanwhile; the others step in `recv`."""
 
     num_envs: int
     obs_shape: tuple
     n_actions: int
     game: str
+    _sent = None
+
+    def step(self, actions: np.ndarray) -> Step:
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        self._sent = np.asarray(actions)
+
+    def recv(self) -> Step:
+        actions, self._sent = self._sent, None
+        if actions is None:
+            raise RuntimeError("recv() without a send(actions) before it")
+        return self._step(actions)
 
     def _init_accounting(self):
         self._ret = np.zeros(self.num_envs, dtype=np.float64)
@@ -229,8 +245,11 @@ class AtariVec(VecEnv):
                 out[i, j] = cv2.resize(f, (self.protocol.size, self.protocol.size))
         return out
 
-    def step(self, actions: np.ndarray) -> Step:
-        obs, raw, term, trunc, info = self._env.step(np.asarray(actions, dtype=np.int64))
+    def send(self, actions: np.ndarray) -> None:
+        self._env.send(np.asarray(actions, dtype=np.int64))  # returns at once: ale-py's threads step the games
+
+    def recv(self) -> Step:
+        obs, raw, term, trunc, info = self._env.recv()
         raw = raw.astype(np.float64)
         lives = info["lives"].astype(np.int64)
         game_over = term | trunc
@@ -282,7 +301,7 @@ class MinAtarVec(VecEnv):
         self._init_accounting()
         return self._obs()
 
-    def step(self, actions: np.ndarray) -> Step:
+    def _step(self, actions: np.ndarray) -> Step:
         n = self.num_envs
         raw = np.zeros(n)
         term = np.zeros(n, dtype=bool)

@@ -279,6 +279,54 @@ def make_engine(runs, device, batch: str = "auto"):
 
 
 
+class Overlapped:
+    """Two learners of one job (each a half of its runs, with a vector env of its own) stepped so that one half's
+    envs step while the other half's nets run: per rollout step, A acts (while B's envs step), B takes what its envs
+    returned and acts (while A's envs step), A takes what its envs returned. Only ale-py's envs step in threads of
+    their own (common.envs.VecEnv.send); MinAtar's step in `recv`, so they gain nothing. Each half computes exactly
+    what it computes as a job of its own (same bits on the CPU; tests/test_multirun.py); the updates do not overlap.
+    The driver protocol of common.a2c.run_rounds: ``step_round``, ``round``, ``done``, ``close``; ``finish``."""
+
+    def __init__(self, learners):
+        from common.a2c import check_lockstep
+
+        if len(learners) != 2:
+            raise ValueError(f"Overlapped steps two learners, got {len(learners)}")
+        check_lockstep({f"half {i}": lr for i, lr in enumerate(learners)}, "overlapped")
+        if len({lr.update for lr in learners}) > 1:
+            raise ValueError("the two halves of an overlapped job must resume from the same update, got "
+                             f"{[lr.update for lr in learners]}")
+        self.learners = learners
+
+    round = property(lambda self: self.learners[0].update)
+    done = property(lambda self: self.learners[0].done)
+
+    def step_round(self) -> None:
+        a, b = self.learners
+        a.begin_update()
+        b.begin_update()
+        for t in range(a.T):
+            a.act(t)            # A's nets run while B's envs step (t > 0)
+            if t:
+                b.observe(t - 1)
+            b.act(t)            # B's nets run while A's envs step
+            a.observe(t)
+        b.observe(a.T - 1)
+        a.end_update()
+        b.end_update()
+
+    def close(self) -> None:
+        for lr in self.learners:
+            lr.close()
+
+    def finish(self) -> list[dict]:
+        out = []
+        for lr in self.learners:
+            res = lr.finish()
+            out.extend(res if isinstance(res, list) else [res])
+        return out
+
+
 # -- before training: will K runs fit? ------------------------------------------------------------------------------
 def run_memory_bytes(agent, obs_shape, T: int, N: int) -> int:
     """A conservative estimate of one run's memory: its weights (trainable ones x 4: weight, gradient, two optimiser

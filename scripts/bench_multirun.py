@@ -39,16 +39,19 @@ def _args(game, net, seed, threads, device):
 
 
 def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_teachers=0, batch="loop",
-                 profile=None) -> float:
+                 profile=None, overlap=False) -> float:
     """Aggregate env steps/s of one job of `runs` runs; `profile`: also write a cProfile of `updates` more updates
-    (top functions by own time) to this file."""
+    (top functions by own time) to this file; `overlap`: the job as two overlapped halves (common.multirun)."""
     from common.a2c import Learner, RunSpec
     from common.envs import make_vec_env
     from common.io import seed_everything
+    from common.multirun import Overlapped
     from common.nets import make_net
 
     args = [_args(game, net, s, threads, device) for s in range(runs)]
-    env = make_vec_env(game, runs * args[0].num_envs, num_threads=threads)
+    parts = [args[:runs // 2], args[runs // 2:]] if overlap else [args]
+    envs = [make_vec_env(game, len(p) * args[0].num_envs, num_threads=threads) for p in parts]
+    env = envs[0]
     specs = []
     teachers = _teachers(game, kf_teachers, root, device) if kf_teachers else None
     for a in args:
@@ -61,8 +64,14 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
             student = make_net(net, env.obs_shape, env.n_actions).to(device)
             agent = KnowledgeFlowStudent(student, teachers, auto_links(teachers, student.layer_names))
             hook = KnowledgeFlowHook(KFArgs(lambda1=0.1, lambda2=0.01))
-        specs.append(RunSpec(a, root / f"{batch}_kf{kf_teachers}_run{a.seed}", agent, hook))
-    lr = Learner.many(specs, env=env, batch=batch)
+        specs.append(RunSpec(a, root / f"{batch}_kf{kf_teachers}_ov{int(overlap)}_run{a.seed}", agent, hook))
+    if overlap:
+        half = runs // 2
+        lr = Overlapped([Learner.many(specs[:half], env=envs[0], batch=batch),
+                         Learner.many(specs[half:], env=envs[1], batch=batch)])
+        lr.step, lr.per_update = lr.step_round, lr.learners[0].per_update
+    else:
+        lr = Learner.many(specs, env=env, batch=batch)
     for _ in range(warmup):
         lr.step()
     _sync(device)
@@ -87,7 +96,8 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
         with open(profile, "a") as f:
             f.write(f"## {game} K = {runs} {batch} kf{kf_teachers} on {device}: {updates} updates\n{text.getvalue()}\n")
     lr.close()
-    env.close()
+    for e in envs:
+        e.close()
     return rate
 
 
@@ -167,7 +177,9 @@ def main():
     ap.add_argument("--kf-teachers", type=int, default=0, help="also time the job as KF students with M teachers")
     ap.add_argument("--updates", type=int, default=100, help="timed updates per measurement")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch", default="loop,stacked", help="engines to time for the K-run job (comma-separated)")
+    ap.add_argument("--batch", default="loop,stacked",
+                    help="engines to time for the K-run job (comma-separated: loop, stacked, auto; a '+overlap' "
+                         "suffix times the job as two overlapped halves, common.multirun.Overlapped)")
     ap.add_argument("--profile", default=None, help="append a cProfile of each K-run job to this file")
     ap.add_argument("--out", default=None, help="append the table to this markdown file")
     a = ap.parse_args()
@@ -180,9 +192,10 @@ def main():
             rows[f"{a.jobs} single-run job{'s' * (a.jobs > 1)} at once (K = 1, 1 thread each, cpu)"] = single
         k_updates = max(20, a.updates // a.runs)
         for batch in a.batch.split(","):
+            overlap = batch.endswith("+overlap")
             rows[f"one job, K = {a.runs} runs, {a.threads} threads, {a.device}, {batch}"] = learner_rate(
-                a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, batch=batch,
-                profile=a.profile)
+                a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root,
+                batch=batch.removesuffix("+overlap"), profile=a.profile, overlap=overlap)
         if a.kf_teachers:
             rows[f"one job, K = {a.runs} Knowledge Flow students, {a.kf_teachers} teachers, {a.device}, loop"] = \
                 learner_rate(a.game, a.net, a.runs, a.threads, a.device, k_updates, a.warmup, root, a.kf_teachers,

@@ -165,3 +165,42 @@ def test_stacked_nan_names_the_run_and_term(tmp_path):
     with pytest.raises(FloatingPointError, match=r"value_loss = nan.*update 0 .*seed 1.*No checkpoint was written"):
         lr.step()
     lr.close()
+
+
+# -- overlapped halves: one half's envs step while the other half's nets run (common.multirun.Overlapped) ----------
+@pytest.mark.parametrize("game,net,batch", [("Pong", "a3c", "loop"), ("MinAtar/Breakout", "minatar", "stacked")])
+def test_overlapped_halves_compute_what_each_half_computes_alone(tmp_path, game, net, batch):
+    """Four runs overlapped as halves {5, 2} and {9, 4}: each half's runs equal the same half trained as a job of its
+    own, bit for bit (loop: also each run alone); ale-py's envs step between send and recv."""
+    cfg = {**SMALL, "game": game, "net": net}
+    if game == "Pong":
+        cfg.update(total_steps=320, checkpoint_every=160, stats_every=40, protocol={"max_frames": 400})
+    seeds = [5, 2, 9, 4]
+    res = train_many(_build, [(A2CArgs(**cfg, seed=s), tmp_path / f"ov{s}") for s in seeds], batch=batch, overlap=True)
+    assert len(res) == 1 and len(res[0]) == 4
+    for half in ([5, 2], [9, 4]):
+        train_many(_build, [(A2CArgs(**cfg, seed=s), tmp_path / f"half{s}") for s in half], batch=batch)
+        for s in half:
+            _same_run(tmp_path / f"ov{s}", tmp_path / f"half{s}")
+
+
+def test_overlapped_job_killed_resumes_exactly(tmp_path):
+    seeds = [1, 3, 6]
+    full = [(A2CArgs(**SMALL, seed=s), tmp_path / f"full{s}") for s in seeds]
+    cut = [(A2CArgs(**SMALL, seed=s), tmp_path / f"cut{s}") for s in seeds]
+    train_many(_build, full, overlap=True)
+    assert train_many(_build, cut, stop_after_updates=47, overlap=True) == [{"stopped_at_update": 47}]
+    train_many(_build, cut, overlap=True)  # both halves resume from update 40
+    for s in seeds:
+        _same_run(tmp_path / f"full{s}", tmp_path / f"cut{s}")
+
+
+def test_overlapped_refuses_halves_out_of_step(tmp_path):
+    from common.multirun import Overlapped
+
+    a = Learner.many([RunSpec(A2CArgs(**SMALL, seed=s), tmp_path / str(s)) for s in (0, 1)])
+    b = Learner(A2CArgs(**{**SMALL, "total_steps": 4000}, seed=2), tmp_path / "2")
+    with pytest.raises(ValueError, match="lock-step"):
+        Overlapped([a, b])
+    for lr in (a, b):
+        lr.close()

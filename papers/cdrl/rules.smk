@@ -93,7 +93,8 @@ for _seeds in seed_groups(int(CD.get("seeds", 0)), config.get("runs_per_job", 1)
         params:
             args=_cdrl_train_args(_seeds),
             outs=_cdrl_outs(_seeds),
-            batch=f"--batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "",
+            batch=(f"--batch {config.get('batch_runs', 'loop')}" + (" --overlap" if config.get("overlap_envs") else "")
+                   if len(_seeds) > 1 else ""),
         log:
             f"logs/{TIER}/cdrl/{{run}}_{_name}.log",
         benchmark:

@@ -236,7 +236,8 @@ def run(run_args: RunArgs, out_dir) -> dict:
     return {**result, "eval_mean": _evaluate(run_args, out_dir)}
 
 
-def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None, batch: str = "loop") -> list:
+def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None, batch: str = "loop",
+             overlap: bool = False) -> list:
     """The runs (the seeds of one cell) in one process with the multi-run learner, then each run's evaluation.
     Collaborative runs (two learners of two games in lock-step) train one after another."""
     if len(runs) != len(out_dirs):
@@ -251,7 +252,7 @@ def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None
 
     todo = [(r, o) for r, o in zip(runs, out_dirs) if not (Path(o) / "eval.json").exists()]
     result = train_many(spec, [(A2CArgs.from_dict(r.a2c_args()), o) for r, o in todo], stop_after_updates,
-                        batch=batch)
+                        batch=batch, overlap=overlap)
     if any("stopped_at_update" in x for group in result for x in ([group] if isinstance(group, dict) else group)):
         return result
     return [_evaluate(r, o) for r, o in todo]
@@ -265,11 +266,14 @@ def main(argv=None):
     ap.add_argument("--args", required=True, help="RunArgs as YAML/JSON, or a list of them (one per --out)")
     ap.add_argument("--batch", default="loop", choices=("loop", "stacked", "auto"),
                     help="several runs: how they compute (common/multirun.py; loop = bit-for-bit as alone)")
+    ap.add_argument("--overlap", action="store_true",
+                    help="several runs: two halves, one half's envs stepping while the other half's nets run "
+                         "(common.multirun.Overlapped)")
     a = ap.parse_args(argv)
     if a.args.lstrip().startswith("["):
         import json
 
-        return run_many([RunArgs.from_dict(d) for d in json.loads(a.args)], a.out, batch=a.batch)
+        return run_many([RunArgs.from_dict(d) for d in json.loads(a.args)], a.out, batch=a.batch, overlap=a.overlap)
     if len(a.out) != 1:
         raise ValueError(f"{len(a.out)} run directories for one run: give --args a list of runs")
     return run(RunArgs.from_dict(parse_mapping(a.args)), a.out[0])

@@ -49,7 +49,8 @@ for _seeds in seed_groups(KF_MAX_SEEDS, config.get("runs_per_job", 1)):
         params:
             args=_kf_train_args(_seeds),
             outs=_kf_outs(_seeds),
-            batch=f"--batch {config.get('batch_runs', 'loop')}" if len(_seeds) > 1 else "",
+            batch=(f"--batch {config.get('batch_runs', 'loop')}" + (" --overlap" if config.get("overlap_envs") else "")
+                   if len(_seeds) > 1 else ""),
         log:
             f"logs/{TIER}/knowledge_flow/{{method}}_{{game}}_{_name}.log",
         benchmark:

@@ -147,7 +147,8 @@ def run(run_args: RunArgs, out_dir) -> dict:
     return train(a2c, out_dir, agent=agent, hook=hook, env=env)
 
 
-def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None, batch: str = "loop") -> list:
+def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None = None, batch: str = "loop",
+             overlap: bool = False) -> list:
     """The runs in one process (common.a2c.train_many); shared teachers are loaded once. `batch`: how the runs
     compute (common/multirun.py: loop | stacked | auto; Knowledge Flow students always run in a loop)."""
     if len(runs) != len(out_dirs):
@@ -160,7 +161,7 @@ def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None
         return RunSpec(a2c, out, agent, hook)
 
     return train_many(spec, [(A2CArgs.from_dict(r.a2c), o) for r, o in zip(runs, out_dirs)], stop_after_updates,
-                      batch=batch)
+                      batch=batch, overlap=overlap)
 
 
 def main(argv=None):
@@ -172,12 +173,15 @@ def main(argv=None):
     ap.add_argument("--batch", default="loop", choices=("loop", "stacked", "auto"),
                     help="several runs: each run's own net in turn (loop, bit-for-bit as alone), all nets in one "
                          "batched call (stacked; plain A3C baselines only), or stacked where possible (auto)")
+    ap.add_argument("--overlap", action="store_true",
+                    help="several runs: two halves, one half's envs stepping while the other half's nets run "
+                         "(common.multirun.Overlapped)")
     a = ap.parse_args(argv)
     if a.args.lstrip().startswith("["):
         import json
 
         runs = [RunArgs.from_dict(d) for d in json.loads(a.args)]
-        return run_many(runs, a.out, batch=a.batch)
+        return run_many(runs, a.out, batch=a.batch, overlap=a.overlap)
     if len(a.out) != 1:
         raise ValueError(f"{len(a.out)} run directories for one run: give --args a list of runs")
     return run(RunArgs.from_dict(parse_mapping(a.args)), a.out[0])
