@@ -853,10 +853,8 @@ def train_many(build, specs: list, stop_after_updates: int | None = None, batch:
     results = []
     for _, group in sorted(todo.items()):
         check_group([a for a, _ in group])
-        halves = [group[:(len(group) + 1) // 2], group[(len(group) + 1) // 2:]] if overlap and len(group) > 1 \
-            else [group]
         learners = []
-        for part in halves:
+        for part in (Overlapped.halves(group) if overlap and len(group) > 1 else [group]):
             a0 = part[0][0]
             env = make_vec_env(a0.game, len(part) * a0.num_envs, a0.protocol,
                                num_threads=max(a.env_threads for a, _ in part))

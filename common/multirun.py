@@ -285,7 +285,8 @@ class Overlapped:
     returned and acts (while A's envs step), A takes what its envs returned. Only ale-py's envs step in threads of
     their own (common.envs.VecEnv.send); MinAtar's step in `recv`, so they gain nothing. Each half computes exactly
     what it computes as a job of its own (same bits on the CPU; tests/test_multirun.py); the updates do not overlap.
-    The driver protocol of common.a2c.run_rounds: ``step_round``, ``round``, ``done``, ``close``; ``finish``."""
+    The driver protocol of common.a2c.run_rounds (``step_round``, ``round``, ``done``, ``close``; ``finish``) and a
+    Learner's ``step`` / ``per_update``."""
 
     def __init__(self, learners):
         from common.a2c import check_lockstep
@@ -300,8 +301,19 @@ class Overlapped:
 
     round = property(lambda self: self.learners[0].update)
     done = property(lambda self: self.learners[0].done)
+    per_update = property(lambda self: self.learners[0].per_update)
+
+    @staticmethod
+    def halves(items: list) -> list[list]:
+        """How a job's runs split into the two halves (the first takes the odd one)."""
+        k = (len(items) + 1) // 2
+        return [items[:k], items[k:]]
 
     def step_round(self) -> None:
+        self.step()
+
+    def step(self) -> None:
+        """One update of both halves, their rollouts interleaved (see the class docstring)."""
         a, b = self.learners
         a.begin_update()
         b.begin_update()

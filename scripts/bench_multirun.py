@@ -49,7 +49,7 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
     from common.nets import make_net
 
     args = [_args(game, net, s, threads, device) for s in range(runs)]
-    parts = [args[:runs // 2], args[runs // 2:]] if overlap else [args]
+    parts = Overlapped.halves(list(range(runs))) if overlap else [list(range(runs))]
     envs = [make_vec_env(game, len(p) * args[0].num_envs, num_threads=threads) for p in parts]
     env = envs[0]
     specs = []
@@ -65,13 +65,8 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
             agent = KnowledgeFlowStudent(student, teachers, auto_links(teachers, student.layer_names))
             hook = KnowledgeFlowHook(KFArgs(lambda1=0.1, lambda2=0.01))
         specs.append(RunSpec(a, root / f"{batch}_kf{kf_teachers}_ov{int(overlap)}_run{a.seed}", agent, hook))
-    if overlap:
-        half = runs // 2
-        lr = Overlapped([Learner.many(specs[:half], env=envs[0], batch=batch),
-                         Learner.many(specs[half:], env=envs[1], batch=batch)])
-        lr.step, lr.per_update = lr.step_round, lr.learners[0].per_update
-    else:
-        lr = Learner.many(specs, env=env, batch=batch)
+    learners = [Learner.many([specs[i] for i in p], env=e, batch=batch) for p, e in zip(parts, envs)]
+    lr = Overlapped(learners) if overlap else learners[0]
     for _ in range(warmup):
         lr.step()
     _sync(device)
@@ -94,7 +89,8 @@ def learner_rate(game, net, runs, threads, device, updates, warmup, root, kf_tea
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
         with open(profile, "a") as f:
-            f.write(f"## {game} K = {runs} {batch} kf{kf_teachers} on {device}: {updates} updates\n{text.getvalue()}\n")
+            f.write(f"## {game} K = {runs} {batch}{'+overlap' * overlap} kf{kf_teachers} on {device}: {updates} "
+                    f"updates\n{text.getvalue()}\n")
     lr.close()
     for e in envs:
         e.close()
