@@ -186,6 +186,10 @@ class Hook:
         """Extra trainable parameters that join the main optimiser (besides the agent's)."""
         return []
 
+    def begin_update(self, agent: nn.Module, progress: float) -> None:
+        """Called before each update's rollout with the training progress (update / n_updates), e.g. to move a
+        schedule the forward reads (Knowledge Flow's teacher fade)."""
+
     def rewards(self, agent: nn.Module, rollout: Rollout) -> torch.Tensor:
         """The rewards the returns are computed from, in place of ``rollout.rewards`` (e.g. Distral's regularised
         reward). Only a hook that overrides this method makes the learner record ``rollout.logp``."""
@@ -728,6 +732,7 @@ class Learner:
             self._begin_segment()
         self.engine.decay(self.update / self.n_updates)
         for r in self.runs:
+            r.hook.begin_update(r.agent, self.update / self.n_updates)
             r.state0 = r.state if r.state is None else tuple(s.detach() for s in r.state)
 
     def act(self, t: int) -> None:

@@ -10,7 +10,7 @@ import torch.nn as nn
 from common.a2c import A2CArgs, Batch, train
 from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
 from papers.knowledge_flow.method import (KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent, dependency_loss,
-                                          ema_update, export_student, finetune_init, policy_kl,
+                                          ema_update, export_student, fade_at, finetune_init, policy_kl,
                                           student_independence, student_logit_gap, w_step_budget)
 
 torch.set_num_threads(1)
@@ -239,6 +239,38 @@ def test_export_student_is_exact_when_pw_student_is_one():
     assert sum(p.numel() for p in kf.parameters() if p.requires_grad) > sum(p.numel() for p in plain.parameters())
 
 
+def test_fade_schedule_by_hand():
+    assert [fade_at(p, 0.0) for p in (0.0, 0.9, 1.0)] == [0.0, 0.0, 0.0]          # off: the paper's method
+    # F = 0.2: 0 until progress 0.8, linear to 1 at 0.9, then 1
+    assert [fade_at(p, 0.2) for p in (0.0, 0.8, 0.85, 0.9, 0.95)] == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    assert fade_at(0.25, 1.0) == pytest.approx(0.5) and fade_at(0.5, 1.0) == 1.0
+    with pytest.raises(ValueError, match="fade_teachers"):
+        KFArgs.from_dict({"fade_teachers": 1.5})
+
+
+def test_fading_mixes_towards_the_student_alone_by_hand():
+    student = one_layer_net([[1, 0], [0, 1]])                     # z_s = x
+    teacher = FrozenTeacher(one_layer_net([[2, 0], [0, -3]]))     # z_t = (2 x1, -3 x2)
+    kf = KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": "fc", "student_layer": "fc"}])
+    with torch.no_grad():
+        kf.Q["fc"][0].weight.copy_(torch.eye(2))
+        kf.Q["fc"][0].bias.zero_()
+        kf.w["fc"].copy_(torch.log(torch.tensor([1.0, 3.0])))       # p = [0.25, 0.75]
+    x = torch.tensor([[[[1, 2]]]], dtype=torch.uint8)
+    hook = KnowledgeFlowHook(KFArgs(fade_teachers=0.4))
+    hook.begin_update(kf, 0.7)                                     # f = (0.7 - 0.6) / 0.2 = 0.5
+    assert float(kf.fade) == pytest.approx(0.5)
+    # p~ = 0.5 [0.25, 0.75] + 0.5 [1, 0] = [0.625, 0.375]: h = relu(0.625 (1, 2) + 0.375 (2, -6)) = (1.375, 0)
+    torch.testing.assert_close(kf(x).logits, torch.tensor([[1.375, 0.0]]))
+    assert student_independence(kf)["fc"] == pytest.approx(0.375)
+    assert float(dependency_loss(kf.pw(), 1)) == pytest.approx(-math.log(0.25))   # l_dep acts on the learned p_w
+    hook.begin_update(kf, 0.8)                                     # f = 1: the student alone, as exported
+    assert torch.equal(kf(x).logits, export_student(kf)(x).logits)
+    assert student_independence(kf)["max"] == 0.0
+    assert kf.state_dict()["fade"] == 1.0                          # a checkpoint carries it
+    hook.begin_update(kf, 0.1)
+    torch.testing.assert_close(kf(x).logits, torch.tensor([[1.75, 0.0]]))   # before the fade: the paper's mix
+
 def test_zero_teachers_is_the_plain_student():
     torch.manual_seed(0)
     net = A3CNet((4, 84, 84), 6)
@@ -316,6 +348,25 @@ def test_resume_is_exact_with_theta_old(tmp_path):
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 
+
+def test_fade_end_to_end_exports_the_net_that_trained(tmp_path):
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(MinAtarNet((4, 10, 10), 6))
+    kf = KnowledgeFlowStudent(MinAtarNet((4, 10, 10), 3), [teacher],
+                              [{"teacher": 0, "teacher_layer": l, "student_layer": l} for l in ("conv1", "fc")])
+    hook = KnowledgeFlowHook(KFArgs(lambda1=0.5, lambda2=0.01, fade_teachers=0.5))
+    args = A2CArgs(game="MinAtar/Breakout", net="minatar", num_envs=4, device="cpu", lr=1e-3, total_steps=2000,
+                   stats_every=20, log_interval_s=1e9, checkpoint_every=0)
+    train(args, tmp_path, agent=kf, hook=hook)
+    rows = list(csv.DictReader(open(tmp_path / "train_stats.csv")))
+    fades = [float(r["kf/fade"]) for r in rows]               # 100 updates of 20 steps: 0 until update 50, 1 from 75
+    assert fades[0] == 0.0 and fades[-1] == 1.0 and fades == sorted(fades)
+    assert 0.0 < fades[60] < 1.0
+    final = __import__("json").load(open(tmp_path / "final.json"))
+    assert final["independence"]["max"] == 0.0 and final["fade"] == 1.0
+    assert final["pw"]["pw/fc/student"] < 1.0                 # the learned p_w itself stays short of 1
+    obs = uint8_obs(5, (4, 10, 10))
+    assert torch.equal(kf(obs).logits, export_student(kf)(obs).logits)
 
 def test_update_reuses_rollout_teacher_features_and_matches_a_fresh_pass():
     """Frozen teachers: the rollout's pre-activations are reused for the update's T x N pass, with the same

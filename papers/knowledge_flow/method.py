@@ -29,6 +29,13 @@ Choices where the paper is silent (docs/reference_notes.md §1 and the docstring
 * theta_old for update k is the parameter vector the learner held at update k-1 (a snapshot taken
   before the optimiser step); the EMA variant averages those snapshots, so alpha = 0 is the
   'previous' variant. At the first update theta_old = theta (KL = 0).
+* The teachers fade out at the end (``KFArgs.fade_teachers``, off by default: the paper's method as written). The
+  paper wants the student independent "during final stages of training" (Sec. 3.1) but gives no mechanism besides
+  lambda1's ramp, and at our budgets that ramp leaves the exported student dependent (README, kf-minatar-2core
+  finding: p_w(student) stops at a balance with the A2C loss while Q grows). With fade F > 0 the mixing weights
+  the forward uses are p~ = (1 - f) p_w + f e_student, f rising linearly from 0 at progress 1 - F to 1 at
+  progress 1 - F/2 (:func:`fade_at`), so over the last F/2 of training the student trains alone and the exported
+  student *is* the trained net. l_dep still acts on the learned p_w; independence.md reports 1 - p~(student).
 """
 
 from __future__ import annotations
@@ -63,6 +70,10 @@ class KFArgs:
     """previous: theta_old = the previous update's parameters | ema: exponential average (Sec. 7.6)"""
     ema_alpha: float = arg(0.9, "[0, 1)")
     """EMA factor: theta_old <- alpha * theta_old + (1 - alpha) * theta (Sec. 7.6)"""
+    fade_teachers: float = arg(0.0, "[0, 1]")
+    """fraction F of training, at the end, over which the teachers fade out (the paper is silent; module docstring):
+    the forward's mixing weights go linearly from the learned p_w (progress 1 - F) to the student alone (progress
+    1 - F/2), which then trains alone. 0: the paper's method as written (no fade)"""
     w_lr_scale: float = arg(1.0, "> 0")
     """learning-rate multiplier for the mixing logits w (the paper is silent). Adam moves a logit by at most
     about lr per update, so sum_t lr_t * w_lr_scale (:func:`w_step_budget`) bounds how far w can travel: at our
@@ -98,6 +109,14 @@ def w_step_budget(lr: float, n_updates: int, w_lr_scale: float = 1.0, lr_decay: 
     ~lr_t * w_lr_scale). Decay is the learner's (common.a2c.decay_lr): lr_t = lr (1 - t/N), t = 0..N-1, whose
     sum is lr (N + 1) / 2."""
     return lr * w_lr_scale * ((n_updates + 1) / 2 if lr_decay else n_updates)
+
+
+def fade_at(progress: float, fade_teachers: float) -> float:
+    """How far the teachers have faded at `progress` (0: the learned p_w, 1: the student alone): 0 before progress
+    1 - F, linear to 1 at 1 - F/2, then 1 (F = fade_teachers; F = 0: always 0)."""
+    if fade_teachers <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, (progress - (1.0 - fade_teachers)) / (fade_teachers / 2))))
 
 
 def student_logit_gap(p_student: float, n_candidates: int) -> float:
@@ -163,6 +182,9 @@ class KnowledgeFlowStudent(nn.Module):
         self.sources: dict[str, list[tuple[int, int]]] = {}  # student layer -> [(teacher m, teacher layer i)]
         self.w = nn.ParameterDict()
         self.Q = nn.ModuleDict()
+        # how far the teachers have faded (KFArgs.fade_teachers; set by the hook before every update): a buffer, so
+        # a checkpoint carries it
+        self.register_buffer("fade", torch.zeros((), device=dev))
         for link in links:
             _check_link_keys(link)
             m, t_layer, s_layer = link["teacher"], link["teacher_layer"], link["student_layer"]
@@ -236,6 +258,15 @@ class KnowledgeFlowStudent(nn.Module):
         """p_w^j = softmax(w^j) for every linked student layer j (index 0: the student's own layer)."""
         return {j: F.softmax(w, dim=0) for j, w in self.w.items()}
 
+    def mixing(self, pw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weights the forward mixes with: p_w itself, or, while the teachers fade (``fade`` f > 0),
+        (1 - f) p_w + f e_student (KFArgs.fade_teachers)."""
+        f = float(self.fade)
+        if f <= 0.0:
+            return pw
+        return {j: (1.0 - f) * p + f * F.one_hot(torch.zeros((), dtype=torch.long, device=p.device),
+                                                 p.shape[0]).to(p.dtype) for j, p in pw.items()}
+
     def export_policy(self) -> nn.Module:
         """What the learner saves as model.pt: the independent student (see export_student)."""
         return export_student(self)
@@ -285,11 +316,12 @@ class KnowledgeFlowStudent(nn.Module):
             teacher_z = self.teacher_z(obs)
             self._cache_rollout(obs, teacher_z)
         pw = self.pw()
+        mix = self.mixing(pw)
         h = self.student.input(obs)
         for j, name in enumerate(self.layer_names):
             z = self.student.preact(j, h)                      # z(l0j)
-            if name in pw:
-                p = pw[name]
+            if name in mix:
+                p = mix[name]
                 mixed = p[0] * z                               # p_w^j(l0j) z(l0j)
                 for k, (src, q) in enumerate(zip(self.sources[name], self.Q[name])):
                     zt = teacher_z[src]
@@ -320,10 +352,11 @@ def export_student(kf: KnowledgeFlowStudent) -> LayeredNet:
 
 
 def student_independence(kf: KnowledgeFlowStudent) -> dict[str, float]:
-    """Per student layer the remaining dependence on teachers, 1 - p_w^j(l0j) (0 for unlinked layers),
-    and their maximum under 'max'. Close to 0 means the exported student behaves like the trained one."""
+    """Per student layer the remaining dependence on teachers, 1 - p_w^j(l0j) of the weights the forward mixes with
+    (p_w, or the faded p~ once the teachers fade: 0 when they are gone), 0 for unlinked layers, and their maximum
+    under 'max'. Close to 0 means the exported student behaves like the trained one."""
     with torch.no_grad():
-        pw = kf.pw()
+        pw = kf.mixing(kf.pw())
         dep = {j: (1.0 - float(pw[j][0])) if j in pw else 0.0 for j in kf.layer_names}
     return {**dep, "max": max(dep.values())}
 
@@ -370,6 +403,10 @@ class KnowledgeFlowHook(Hook):
         self.theta_old: dict[str, torch.Tensor] | None = None
         self._theta_now: dict[str, torch.Tensor] | None = None
 
+    def begin_update(self, agent: KnowledgeFlowStudent, progress: float) -> None:
+        """Before each rollout: how far the teachers have faded (KFArgs.fade_teachers)."""
+        agent.fade.fill_(fade_at(progress, self.args.fade_teachers))
+
     def lambda1_at(self, progress: float) -> float:
         """lambda1 ramped linearly from 0 (start of training) to the sampled lambda1 (end)."""
         return self.args.lambda1 * progress
@@ -403,6 +440,8 @@ class KnowledgeFlowHook(Hook):
                      "w_lr_scale (an RL run's last checkpoint, <run dir>/checkpoint.pt, is kept: a rerun resumes "
                      "from it)")
         logs = {"kf/lambda1": lam1, "kf/dep_loss": dep.item(), "kf/kl": kl_log, **agent.pw_table()}
+        if self.args.fade_teachers:
+            logs["kf/fade"] = float(agent.fade)
         return loss, logs
 
     def after_update(self, agent: nn.Module, batch: Batch) -> dict:
@@ -422,7 +461,8 @@ class KnowledgeFlowHook(Hook):
     def final(self, agent: KnowledgeFlowStudent) -> dict:
         """final.json: the remaining dependence 1 - p_w^j(student) per layer and every final p_w."""
         return {"independence": student_independence(agent), "pw": agent.pw_table(),
-                "lambda1": self.args.lambda1, "lambda2": self.args.lambda2, "theta_old": self.args.theta_old}
+                "lambda1": self.args.lambda1, "lambda2": self.args.lambda2, "theta_old": self.args.theta_old,
+                "fade_teachers": self.args.fade_teachers, "fade": float(agent.fade)}
 
     def state_dict(self) -> dict:
         return {"theta_old": self.theta_old}
@@ -462,4 +502,4 @@ def finetune_init(student: LayeredNet, teacher: nn.Module | dict, new_head: bool
 
 __all__ = ["KFArgs", "KnowledgeFlowStudent", "KnowledgeFlowHook", "export_student", "student_independence",
            "dependency_loss", "policy_kl", "ema_update", "finetune_init", "sample_lambdas", "teacher_preacts",
-           "w_step_budget", "student_logit_gap"]
+           "w_step_budget", "student_logit_gap", "fade_at"]
