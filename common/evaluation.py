@@ -7,6 +7,7 @@ Two modes, each a paper's protocol pinned in config:
   mean over the games completed within the budget.
 
 Usage: python -m common.evaluation --policy runs/.../model.pt --game Pong --seed 0 --out eval.json
+(--policy also takes a zoo teacher's directory, to score it under the students' protocol, or 'random').
 """
 
 from __future__ import annotations
@@ -148,9 +149,11 @@ def evaluate(agent: torch.nn.Module | None, game: str, protocol: EvalProtocol, s
 def main(argv=None):
     from common.a2c import load_policy
     from common.cli import parse_mapping
+    from common.zoo import TeacherPolicy, is_teacher_path, load_teacher
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--policy", required=True, help="policy file written by training (model.pt), or 'random' for "
+    ap.add_argument("--policy", required=True, help="policy file written by training (model.pt), a zoo teacher (its "
+                    "directory or model.zip: scored under the same protocol as the students), or 'random' for "
                     "the uniform-random policy")
     ap.add_argument("--game", required=True)
     ap.add_argument("--seed", type=int, default=0)
@@ -160,7 +163,13 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     proto = EvalProtocol.from_dict(parse_mapping(a.protocol, '--protocol'))
-    res = evaluate(None if a.policy == "random" else load_policy(a.policy), a.game, proto, a.seed)
+    if a.policy == "random":
+        agent = None
+    elif is_teacher_path(a.policy):
+        agent = TeacherPolicy(load_teacher(a.policy))
+    else:
+        agent = load_policy(a.policy)
+    res = evaluate(agent, a.game, proto, a.seed)
     res["policy"] = a.policy
     write_json(a.out, res)
     print(f"{a.game}: mean {res['mean']:.1f} ± {res['std']:.1f} over {res['episodes']} games", flush=True)

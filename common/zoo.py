@@ -59,7 +59,7 @@ from common.checks import Range, check_value
 from common.envs import MINATAR_PREFIX, AtariProtocol, make_vec_env
 from common.evaluation import play_games, quotas
 from common.io import read_json, seed_everything, write_json
-from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet
+from common.nets import A3CNet, LayeredNet, MinAtarNet, NatureNet, NetOut
 from common.runlog import CsvLog, Progress
 
 ALGOS = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
@@ -600,6 +600,29 @@ class Teacher(nn.Module):
         net.load_state_dict({k: v.detach().clone().cpu() for k, v in sd.items()})
         return net
 
+
+class TeacherPolicy(nn.Module):
+    """A teacher as common.evaluation plays it (a net returning NetOut): logits = the teacher's policy logits log pi
+    (actor-critic) or Q_T(s, .) (DQN, played greedily by the protocols that score DQN teachers)."""
+
+    recurrent = False
+
+    def __init__(self, teacher: Teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, obs, state=None, starts=None) -> NetOut:
+        z = self.teacher.logits(obs)
+        return NetOut(z, torch.zeros(z.shape[0], device=z.device))
+
+    def initial_state(self, n: int, device=None):
+        return None
+
+
+def is_teacher_path(path: str | os.PathLike) -> bool:
+    """Whether `path` names a zoo teacher (its directory, or its model.zip) rather than a model.pt of ours."""
+    path = Path(path)
+    return path.suffix == ".zip" or (path.is_dir() and (path / "model.zip").exists())
 
 def _train_command(d: Path, meta: dict) -> str:
     """The command that (re)creates teacher dir `d`, from its config or from the zoo path layout."""

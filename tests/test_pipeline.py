@@ -82,6 +82,10 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert (refs.n_seeds == 1).all() and refs.paper.isna().all()
     rnd = json.loads((tmp_path / "runs/smoke/knowledge_flow/random/Breakout/eval.json").read_text())
     assert rnd["episodes"] == 2 and float(refs[(refs.column == "Random policy") & (refs.row == "Breakout")].ours_topk.iloc[0]) == rnd["mean"]
+    tch = json.loads((tmp_path / "runs/smoke/knowledge_flow/teachers/Breakout/eval.json").read_text())
+    assert tch["protocol"] == rnd["protocol"]  # the teacher row is played as the students are (rule kf_teacher_eval)
+    assert tch["policy"] == "teachers/smoke/ppo/Breakout/expert/seed0"
+    assert float(refs[(refs.column == "Teacher (expert)") & (refs.row == "Breakout")].ours_topk.iloc[0]) == tch["mean"]
     assert "not run" in set(table.ours_topk.astype(str))  # the paper's other rows are shown, marked not run
     independence = (tmp_path / "results/smoke/knowledge_flow/independence.md").read_text()
     assert "KF w/ expert (ours) | Breakout | 2 |" in independence

@@ -217,3 +217,25 @@ def test_crash_leaves_no_teacher_and_rerun_resumes(tmp_path, capfd):
     assert json.loads((out / "config.json").read_text())["num_timesteps"] == 1024
     steps = np.loadtxt(out / "curve.csv", delimiter=",", skiprows=1, ndmin=2)[:, 0]
     assert (np.diff(steps) >= 0).all()  # rows past the checkpoint were dropped before resuming
+
+
+def test_a_teacher_is_scored_like_a_student_by_the_one_evaluator(tmp_path, ppo_dir):
+    """`python -m common.evaluation --policy <teacher dir>` plays the teacher's own policy logits under the students'
+    protocol: the same scores as evaluating TeacherPolicy directly, for the directory and for its model.zip."""
+    from common import evaluation
+    from common.zoo import TeacherPolicy, is_teacher_path
+
+    assert is_teacher_path(ppo_dir) and is_teacher_path(ppo_dir / "model.zip")
+    assert not is_teacher_path(tmp_path) and not is_teacher_path(tmp_path / "model.pt")
+    teacher = load_teacher(ppo_dir)
+    obs = torch.from_numpy(rollout_obs())
+    assert torch.equal(TeacherPolicy(teacher)(obs).logits, teacher.logits(obs))
+    proto = {"episodes": 4, "num_envs": 2, "repeat_action_probability": 0.1}
+    direct = evaluation.evaluate(TeacherPolicy(teacher), GAME, evaluation.EvalProtocol.from_dict(proto), 5)
+    for policy in (ppo_dir, ppo_dir / "model.zip"):
+        out = tmp_path / f"{policy.name}.json"
+        evaluation.main(["--policy", str(policy), "--game", GAME, "--seed", "5", "--out", str(out),
+                         "--protocol", json.dumps(proto)])
+        res = json.loads(out.read_text())
+        assert res["episodes"] == 4 and res["scores"] == direct["scores"]
+        assert res["protocol"]["repeat_action_probability"] == 0.1

@@ -23,30 +23,11 @@ import sys
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 
 from common.envs import make_vec_env
 from common.evaluation import EvalProtocol, evaluate
 from common.io import atomic_path, write_json
-from common.nets import NetOut
-from common.zoo import load_teacher
-
-
-class TeacherPolicy(nn.Module):
-    """A DQN teacher as common.evaluation plays it: logits = Q_T(s, .) over the game's actions."""
-
-    recurrent = False
-
-    def __init__(self, teacher):
-        super().__init__()
-        self.teacher = teacher
-
-    def forward(self, obs, state=None, starts=None) -> NetOut:
-        q = self.teacher.q_values(obs)
-        return NetOut(q, torch.zeros(q.shape[0], device=q.device))
-
-    def initial_state(self, n: int, device=None):
-        return None
+from common.zoo import TeacherPolicy, load_teacher
 
 
 def evaluate_teacher(path, game: str, protocol: dict, seed: int = 0) -> dict:

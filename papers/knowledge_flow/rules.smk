@@ -106,10 +106,34 @@ rule kf_random_eval:
         " --seed 0 --out {output} --protocol '{params.protocol}' 2> {log}"
 
 
-# Table 2's reference rows: the random policy on every game, and each game's own expert where a table2 entry trains it
+# Table 2's reference rows: the random policy on every game, and each game's own expert where a table2 entry trains it,
+# both scored under the students' evaluation protocol (the zoo's own eval.json uses the teacher's training protocol)
 KF_T2_GAMES = list(dict.fromkeys(list(KF["games"]) + list(KF.get("table2", {}))))
-KF_T2_TEACHERS = {g: f"{kf_plan.teacher_dir(config, TIER, g, 'expert', config['teachers']['algo'])}/eval.json"
-                  for g in KF_T2_GAMES if (g, "expert", config["teachers"]["algo"]) in kf_plan.all_teachers(config)}
+KF_T2_EXPERTS = {g: kf_plan.teacher_dir(config, TIER, g, "expert", config["teachers"]["algo"])
+                 for g in KF_T2_GAMES if (g, "expert", config["teachers"]["algo"]) in kf_plan.all_teachers(config)}
+KF_T2_TEACHERS = {g: f"{KF_RUNS}/teachers/{g}/eval.json" for g in KF_T2_EXPERTS}
+
+
+rule kf_teacher_eval:
+    """A game's own expert teacher played as the students are (Table 2's teacher row, the claims' expert check)."""
+    input:
+        model=lambda wc: f"{KF_T2_EXPERTS[wc.game]}/model.zip",
+    output:
+        f"{KF_RUNS}/teachers/{{game}}/eval.json",
+    wildcard_constraints:
+        game="[A-Za-z0-9]+|MinAtar/[A-Za-z]+",
+    params:
+        teacher=lambda wc: KF_T2_EXPERTS[wc.game],
+        protocol=eval_protocol(KF.get("eval")),
+    log:
+        f"logs/{TIER}/knowledge_flow/eval_teacher_{{game}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "{PY} -m common.evaluation --policy {params.teacher} --game {wildcards.game}"
+        " --seed 0 --out {output} --protocol '{params.protocol}' 2> {log}"
 
 
 rule kf_table2:

@@ -198,9 +198,8 @@ def table2(a) -> None:
                "(Mnih et al.) is a human-start score, not on our no-op protocol. The curves (table2_curves.png) are "
                "training returns of the net being trained: for Knowledge Flow the mixed net, teachers included, "
                "not the exported student the table scores. Reference rows: 'Random policy' plays uniformly random "
-               "actions under the students' evaluation protocol (one seed); 'Teacher' is the game's own expert as "
-               "the teacher zoo evaluates it (common/zoo.py: sampled actions, the protocol in its eval.json), where "
-               "this tier trains one." + provenance([runs / m for m in a.methods], n))
+               "actions under the students' evaluation protocol (one seed); 'Teacher' is the game's own expert, "
+               "where this tier trains one, played under the same protocol (sampled actions; rule kf_teacher_eval)." + provenance([runs / m for m in a.methods], n))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     ind = independence_table(runs, [m for m in a.methods if m.startswith("kf")])
