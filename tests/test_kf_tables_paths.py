@@ -28,3 +28,29 @@ def test_reference_lines_take_our_random_and_teacher_rows_and_the_papers_numbers
     assert reference_lines(table, ["Breakout", "MinAtar/Breakout"]) == {
         "Breakout": [("random", 1.5), ("paper: A3C baseline", 99.0), ("paper: KF w/ expert", 400.0)],
         "MinAtar/Breakout": [("random", 0.5), ("teacher", 15.0)]}   # no paper number on MinAtar's scale
+
+
+def _eval_run(root, game, protocol, steps=5_000_000):
+    import json
+
+    d = root / game / "seed0"
+    d.mkdir(parents=True)
+    (d / "eval.json").write_text(json.dumps({"mean": 1.0, "protocol": protocol}))
+    (d / "config.json").write_text(json.dumps({"a2c": {"total_steps": steps}}))
+
+
+def test_caption_states_the_protocols_sticky_actions(tmp_path):
+    """Table 2's caption (provenance) says the evaluation's sticky actions: MinAtar's 0.1, and 'no sticky actions'
+    for the era-faithful Atari protocol (repeat_action_probability 0, or absent: EvalProtocol's default)."""
+    from papers.knowledge_flow.tables import provenance
+
+    proto = {"episodes": 100, "noop_max": 30, "policy": "sample", "max_frames": 108_000}
+    _eval_run(tmp_path / "minatar", "MinAtar/Asterix", {**proto, "repeat_action_probability": 0.1})
+    text = provenance([tmp_path / "minatar"], 3)
+    assert ("Evaluation: 100 whole games per seed, up to 30 no-op starts, sample policy, frame cap 108,000, "
+            "sticky actions 0.1, raw game score.") in text
+    assert "Budget: 5,000,000 env steps per run" in text and "no sticky" not in text
+    _eval_run(tmp_path / "atari", "Seaquest", {**proto, "repeat_action_probability": 0.0})
+    _eval_run(tmp_path / "old", "Seaquest", proto)   # an eval.json written before the key existed
+    for d in ("atari", "old"):
+        assert "frame cap 108,000, no sticky actions, raw game score." in provenance([tmp_path / d], 3)

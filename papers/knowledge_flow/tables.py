@@ -33,6 +33,13 @@ def run_files(root: Path, name: str) -> list[tuple[str, int, Path]]:
             if f.parent.name.removeprefix("seed").isdigit()]
 
 
+def sticky_text(protocol: dict) -> str:
+    """The protocol's sticky actions in words: 'sticky actions 0.1' (MinAtar's standard), or 'no sticky actions'
+    where repeat_action_probability is 0 or absent (EvalProtocol's default 0: the era-faithful Atari protocol)."""
+    p = float(protocol.get("repeat_action_probability") or 0.0)
+    return f"sticky actions {p:g}" if p > 0 else "no sticky actions"
+
+
 def provenance(run_dirs: list[Path], n_seeds: int) -> str:
     """The end of every caption: budget, seeds, evaluation protocol and commit, read from the runs themselves."""
     found = [f for d in run_dirs if d.exists() for _, _, f in run_files(d, "eval.json")]
@@ -44,8 +51,9 @@ def provenance(run_dirs: list[Path], n_seeds: int) -> str:
         if steps:
             parts.append(f"Budget: {int(steps):,} env steps per run (paper: 40M).")
         if p:
-            parts.append(f"Evaluation: {p.get('episodes')} whole games per seed, up to {p.get('noop_max')} no-op starts, "
-                         f"{p.get('policy')} policy, frame cap {p.get('max_frames'):,}, raw game score.")
+            parts.append(f"Evaluation: {p.get('episodes')} whole games per seed, up to {p.get('noop_max')} no-op "
+                         f"starts, {p.get('policy')} policy, frame cap {p.get('max_frames'):,}, {sticky_text(p)}, "
+                         "raw game score.")
     parts.append(f"Seeds: {n_seeds} per cell. Commit {git_commit()}.")
     if n_seeds < MIN_SEEDS_IQM:
         parts.append(f"With fewer than {MIN_SEEDS_IQM} seeds the claims scorecard (results/<tier>/claims.md) gives no "
