@@ -54,3 +54,32 @@ def test_caption_states_the_protocols_sticky_actions(tmp_path):
     _eval_run(tmp_path / "old", "Seaquest", proto)   # an eval.json written before the key existed
     for d in ("atari", "old"):
         assert "frame cap 108,000, no sticky actions, raw game score." in provenance([tmp_path / d], 3)
+
+
+def test_independence_table_shows_the_learned_weights_where_the_teachers_faded(tmp_path):
+    import json
+
+    import pytest
+
+    from papers.knowledge_flow.tables import independence_table
+
+    def run(method, seed, ind, pw, fade):
+        d = tmp_path / method / "MinAtar/Asterix" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "final.json").write_text(json.dumps({"independence": ind, "pw": pw, "fade_teachers": fade}))
+
+    # faded runs: the mixed weights end at the student alone (0); the learned p_w(student) was 0.9 / 0.7 at fc
+    run("kf_expert", 0, {"conv1": 0.0, "fc": 0.0, "max": 0.0},
+        {"pw/conv1/student": 0.99, "pw/conv1/t0.conv1": 0.01, "pw/fc/student": 0.9, "pw/fc/t0.fc": 0.1}, 0.2)
+    run("kf_expert", 1, {"conv1": 0.0, "fc": 0.0, "max": 0.0},
+        {"pw/conv1/student": 0.98, "pw/conv1/t0.conv1": 0.02, "pw/fc/student": 0.7, "pw/fc/t0.fc": 0.3}, 0.2)
+    out = independence_table(tmp_path, ["kf_expert"]).iloc[0]
+    assert out["mean max dependence"] == 0.0 and out["fade_teachers"] == 0.2
+    assert out["mean learned max dependence (before the fade)"] == pytest.approx((0.1 + 0.3) / 2)
+    assert out["worst run, learned"] == pytest.approx(0.3)
+
+    # no fade anywhere: the learned columns would repeat the mixed ones, so they are left out
+    run("kf_non_expert", 0, {"conv1": 0.0, "fc": 0.25, "max": 0.25},
+        {"pw/conv1/student": 1.0, "pw/fc/student": 0.75, "pw/fc/t0.fc": 0.25}, 0.0)
+    plain = independence_table(tmp_path, ["kf_non_expert"])
+    assert "fade_teachers" not in plain.columns and plain.iloc[0]["worst run"] == 0.25
