@@ -38,7 +38,6 @@ own order and keeps one checkpoint for all (``own_checkpoint=False``, ``checkpoi
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
 import shutil
@@ -58,7 +57,7 @@ from common.multirun import Overlapped, check_memory, make_engine
 from common.io import (atomic_path, derive_seed, read_checkpoint, resolve_device, rng_state, seed_everything,
                        set_rng_state, torch_save, write_json)
 from common.nets import NETS, check_net_for_game, make_net
-from common.runlog import Progress, truncate_csv
+from common.runlog import Boundaries, CsvLog, Progress
 
 CURVE_FIELDS = ("env_steps", "frames", "wall_time", "episode_return", "episode_length")
 
@@ -367,23 +366,17 @@ class _Run:
 
         self.own_checkpoint = own_checkpoint
         self.ckpt_path = out / "checkpoint.pt"
-        self.curve_tmp, self.stats_tmp = out / "curve.partial.csv", out / "train_stats.partial.csv"
-        self.start_update, self.wall0, self.curve_rows, self.stats_rows = 0, 0.0, 0, 0
+        self.start_update, self.wall0 = 0, 0.0
         self.resumed_rng = None
         resume = spec.resume
         if own_checkpoint and self.ckpt_path.exists():
             resume = load_checkpoint(self.ckpt_path, device)
         if resume is not None:
             self._restore(resume)
-        else:
-            for p in (self.curve_tmp, self.stats_tmp):
-                p.unlink(missing_ok=True)
-        self.curve_f = open(self.curve_tmp, "a", newline="")
-        self.curve_w = csv.writer(self.curve_f)
-        if self.curve_f.tell() == 0:  # a new file (a resume with 0 episodes so far already has its header)
-            self.curve_w.writerow(CURVE_FIELDS)
-        self.stats_f = open(self.stats_tmp, "a", newline="")
-        self.stats_w = None
+        # the partial CSVs: a new run replaces old ones, a resumed run cuts them back to the rows its checkpoint
+        # counted; the statistics' columns are those of the first row (a hook adds its own)
+        self.curve = CsvLog(out / "curve.partial.csv", CURVE_FIELDS, None if resume is None else resume["curve_rows"])
+        self.stats = CsvLog(out / "train_stats.partial.csv", None, None if resume is None else resume["stats_rows"])
         self.tb = None
         if args.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -416,17 +409,14 @@ class _Run:
                       file=sys.stderr, flush=True)
         self.resumed_rng = ck["rng"]
         self.start_update, self.wall0 = ck["update"], ck["wall_time"]
-        self.curve_rows, self.stats_rows = ck["curve_rows"], ck["stats_rows"]
-        truncate_csv(self.curve_tmp, self.curve_rows)
-        truncate_csv(self.stats_tmp, self.stats_rows)
 
     def checkpoint_state(self, update: int, wall: float, rng: dict | None = None) -> dict:
-        self.curve_f.flush()
-        self.stats_f.flush()
+        self.curve.flush()
+        self.stats.flush()
         return {"agent": self.agent.state_dict(), "optimizer": self.opt.state_dict(),
                 "hook": self.hook.state_dict(), "rng": rng_state() if rng is None else rng,
                 "sampler": self.sampler.get_state(), "update": update, "wall_time": wall,
-                "curve_rows": self.curve_rows, "stats_rows": self.stats_rows}
+                "curve_rows": self.curve.rows, "stats_rows": self.stats.rows}
 
     def begin_segment(self, obs: torch.Tensor, device) -> None:
         self.obs = obs
@@ -466,8 +456,7 @@ class _Run:
         self.obs = torch.from_numpy(st.obs[sl])
         for ret, length in episodes:
             self.recent.append(ret)
-            self.curve_w.writerow((step_now, step_now * frameskip, f"{wall:.2f}", ret, length))
-            self.curve_rows += 1
+            self.curve.write((step_now, step_now * frameskip, f"{wall:.2f}", ret, length))
             if self.tb:
                 self.tb.add_scalar("episode/score", ret, step_now)
         self.recent = self.recent[-100:]
@@ -522,20 +511,15 @@ class _Run:
         row = {"env_steps": s["env_steps"], "policy_loss": s["policy_loss"].item(),
                "value_loss": s["value_loss"].item(), "entropy": s["entropy"].mean().item(),
                "grad_norm": float(s["grad_norm"]), "lr": s.get("lr", self.opt.param_groups[0]["lr"]), **s["logs"]}
-        if self.stats_w is None:
-            self.stats_w = csv.DictWriter(self.stats_f, fieldnames=list(row), extrasaction="ignore")
-            if self.stats_rows == 0:
-                self.stats_w.writeheader()
-        self.stats_w.writerow(row)
-        self.stats_rows += 1
+        self.stats.write_dict(row)
         if self.tb:
             for k, v in row.items():
                 if k != "env_steps":
                     self.tb.add_scalar(f"train/{k}", v, row["env_steps"])
 
     def close(self) -> None:
-        self.curve_f.close()
-        self.stats_f.close()
+        self.curve.close()
+        self.stats.close()
         if self.tb:
             self.tb.close()
 
@@ -550,7 +534,7 @@ class _Run:
             write_json(out / "final.json", final)
         # the final CSVs are copies: the partial ones stay until the checkpoint is gone, so a job killed anywhere in
         # here (or whose outputs the pipeline deletes before a rerun) resumes from intact files
-        for tmp, final in ((self.stats_tmp, out / "train_stats.csv"), (self.curve_tmp, out / "curve.csv")):
+        for tmp, final in ((self.stats.path, out / "train_stats.csv"), (self.curve.path, out / "curve.csv")):
             with atomic_path(final) as part:  # curve.csv last: its presence marks a finished run
                 shutil.copyfile(tmp, part)
         if self.own_checkpoint:
@@ -559,8 +543,8 @@ class _Run:
 
     def cleanup(self) -> None:
         """Remove the partial CSVs of a finished run (a driver with its own checkpoint calls it after removing it)."""
-        for p in (self.curve_tmp, self.stats_tmp):
-            p.unlink(missing_ok=True)
+        for log in (self.curve, self.stats):
+            log.path.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, device) -> dict:
@@ -634,6 +618,7 @@ class Learner:
         self.per_update = per_update = T * N
         self.n_updates = math.ceil(a0.total_steps / per_update)
         self.ckpt_updates = max(1, a0.checkpoint_every // per_update) if a0.checkpoint_every > 0 else 0
+        self.boundaries = Boundaries(self.ckpt_updates)  # in updates
         self.frameskip = 1 if a0.game.startswith("MinAtar/") else AtariProtocol.from_dict(a0.protocol).frameskip
         self.own_checkpoint = own_checkpoint
         self.runs = []
@@ -688,7 +673,7 @@ class Learner:
     @property
     def at_boundary(self) -> bool:
         """Whether the next update starts a new checkpoint segment (never the update a run resumed at)."""
-        return bool(self.ckpt_updates) and self.update > self.start_update and self.update % self.ckpt_updates == 0
+        return self.boundaries.at(self.update, self.start_update)
 
     @property
     def done(self) -> bool:
@@ -704,7 +689,7 @@ class Learner:
 
     def _begin_segment(self) -> None:
         """Reset every env, run k's from env_seed(its seed, segment index)."""
-        segment = self.update // self.ckpt_updates if self.ckpt_updates else 0
+        segment = self.boundaries.segment(self.update)
         self.obs_all = obs = torch.from_numpy(self.env.reset([env_seed(r.args.seed, segment) for r in self.runs]))
         for r, sl in zip(self.runs, self.slices):
             r.begin_segment(obs[sl], self.device)

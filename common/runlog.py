@@ -51,10 +51,14 @@ class CsvLog:
 
     `keep` None starts a new file (an old one is removed); otherwise the run resumes and the file is first cut back
     with :func:`truncate_csv` (`last` is then the last row kept). The header is written to a new or empty file only,
-    so a resumed file keeps its own. `rows` counts the data rows (what a checkpoint stores to cut back to)."""
+    so a resumed file keeps its own. `rows` counts the data rows (what a checkpoint stores to cut back to).
 
-    def __init__(self, path: str | os.PathLike, header, keep: int | Callable[[list[str]], bool] | None = None):
+    `header` None: the columns are those of the first row given to :meth:`write_dict` (training statistics, whose
+    columns a hook adds to), written as the header then if the file is still empty."""
+
+    def __init__(self, path: str | os.PathLike, header=None, keep: int | Callable[[list[str]], bool] | None = None):
         self.path = Path(path)
+        self.fields = list(header) if header else None
         self.last = None
         if keep is None:
             self.path.unlink(missing_ok=True)
@@ -70,6 +74,16 @@ class CsvLog:
     def write(self, row) -> None:
         self.writer.writerow(row)
         self.rows += 1
+
+    def write_dict(self, row: dict) -> None:
+        """A row by column name. The columns are the header's, else this first row's keys (the header of a still
+        empty file); a later row's other keys are dropped and its missing columns left empty (csv.DictWriter with
+        extrasaction='ignore')."""
+        if self.fields is None:
+            self.fields = list(row)
+            if self.f.tell() == 0:
+                self.writer.writerow(self.fields)
+        self.write([row.get(k, "") for k in self.fields])
 
     def flush(self) -> None:
         """Before a checkpoint: every row it counts is on disk."""
