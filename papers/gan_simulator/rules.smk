@@ -6,7 +6,7 @@
 # Runs live in runs/<tier>/gan_simulator/{<preset>,policy/<game>}/.
 import json as _json
 
-from common.zoo import game_slug as _gas_slug
+from common.zoo import game_from_slug as _gas_game, game_slug as _gas_slug, teacher_dir as _gas_teacher_dir
 from papers.gan_simulator import run as gas_run
 
 gas_run.check_tier_config(config)
@@ -19,9 +19,11 @@ GAS_GAMES = [_gas_slug(g) for g in GAS_POLICY.get("games", [])]
 _GAS_T = GAS_POLICY.get("teacher", {})
 
 
-def _gas_teacher(game_slug):
+def _gas_teacher(game):
+    """The tier's zoo teacher of `game` (a name or its slug) that gan_simulator.policy.teacher names (default: the
+    seed-0 PPO expert), in the zoo's layout (common.zoo.teacher_dir), as common/teachers.smk builds it."""
     t = {"algo": "ppo", "kind": "expert", "seed": 0, **_GAS_T}
-    return f"teachers/{TIER}/{t['algo']}/{game_slug}/{t['kind']}/seed{t['seed']}"
+    return str(_gas_teacher_dir(t["algo"], game, t["kind"], t["seed"], tier=TIER))
 
 
 rule gas_image:
@@ -56,7 +58,7 @@ rule gas_policy:
         csv=f"{GAS_RUNS}/policy/{{game}}/results.csv",
     params:
         args=lambda wc, threads: _json.dumps(gas_run.tier_policy_args(
-            config, wc.game.replace("MinAtar-", "MinAtar/", 1), _gas_teacher(wc.game), threads)),
+            config, _gas_game(wc.game), _gas_teacher(wc.game), threads)),
     log:
         f"logs/{TIER}/gan_simulator/policy_{{game}}.log",
     benchmark:
