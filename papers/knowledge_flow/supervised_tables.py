@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import textwrap
 from pathlib import Path
 
@@ -212,13 +211,7 @@ def plot(table: pd.DataFrame, runs, path, title: str) -> Path:
     for ax in axes[max(1, len(exps)):]:
         ax.set_visible(False)
     fig.suptitle(title)
-    tmp = path.with_name(path.name + ".part.png")                       # keeps .png so savefig picks the format
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------------
