@@ -9,6 +9,7 @@ restarts its run, instead of being loaded as garbage weights.
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -58,6 +59,16 @@ def atomic_path(path: str | os.PathLike):
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_csv(path, rows, fieldnames, extrasaction: str = "raise") -> None:
+    """A whole CSV at once: the header `fieldnames`, then `rows` (dicts, any iterable) by csv.DictWriter with its
+    defaults (\\r\\n line ends, a missing key left empty; a key not in `fieldnames` raises unless
+    ``extrasaction="ignore"``)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction=extrasaction)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def read_json(path):

@@ -25,7 +25,8 @@ from common.a2c import A2CArgs, Hook, load_policy, train
 from common.a2c import main as a2c_main
 from common.checks import Range, check_finite
 from common.evaluation import EvalProtocol
-from common.io import CorruptFileError, DiskFullError, read_checkpoint, torch_save, verify_torch_file, write_json
+from common.io import (CorruptFileError, DiskFullError, read_checkpoint, torch_save, verify_torch_file, write_csv,
+                       write_json)
 from common.nets import NetMisfitError, make_net
 
 REPO = Path(__file__).resolve().parents[1]
@@ -336,7 +337,7 @@ def test_a_damaged_gas_teacher_cache_is_trained_again(tmp_path):
 # 3. The disk fills up during an atomic write
 # =====================================================================================================
 @needs_dev_full
-@pytest.mark.parametrize("writer", ["json", "torch", "csv", "pandas"])
+@pytest.mark.parametrize("writer", ["json", "torch", "csv", "write_csv", "pandas"])
 def test_enospc_in_an_atomic_write_keeps_the_old_file_and_leaves_no_part(tmp_path, full_disk, writer):
     import common.io as io
 
@@ -350,6 +351,8 @@ def test_enospc_in_an_atomic_write_keeps_the_old_file_and_leaves_no_part(tmp_pat
         elif writer == "csv":
             with io.atomic_path(path) as tmp, open(tmp, "w") as f:
                 f.write(f"version\n{version}\n" + "0\n" * 10_000)
+        elif writer == "write_csv":
+            io.write_csv(path, [{"version": version, "pad": 0}] * 10_000, ["version", "pad"])
         else:
             with io.atomic_path(path) as tmp:
                 pd.DataFrame({"version": [version] * 10_000}).to_csv(tmp, index=False)
@@ -364,6 +367,21 @@ def test_enospc_in_an_atomic_write_keeps_the_old_file_and_leaves_no_part(tmp_pat
     _no_part_files(tmp_path)
     write(3)                                                   # space again: the next write works
     assert path.read_bytes() != old
+
+
+def test_write_csv_writes_what_dict_writer_writes_and_keeps_the_old_file_on_a_bad_row(tmp_path):
+    """write_csv: csv.DictWriter's output (\\r\\n, columns in the order given, a missing key empty); an extra key
+    raises (the old file kept, no .part) unless extrasaction='ignore'."""
+    path = tmp_path / "t.csv"
+    write_csv(path, ({"b": i, "a": "x,y"} for i in range(2)), ["a", "b", "c"])
+    assert path.read_bytes() == b'a,b,c\r\n"x,y",0,\r\n"x,y",1,\r\n'
+    old = path.read_bytes()
+    with pytest.raises(ValueError):
+        write_csv(path, [{"a": 1, "d": 2}], ["a"])
+    assert path.read_bytes() == old
+    _no_part_files(tmp_path)
+    write_csv(path, [{"a": 1, "d": 2}], ["a"], extrasaction="ignore")
+    assert path.read_bytes() == b"a\r\n1\r\n"
 
 
 @needs_dev_full

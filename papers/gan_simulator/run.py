@@ -43,7 +43,6 @@ Choices (documented in README.md, "Experiments"):
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import importlib.util
 import json
@@ -60,7 +59,7 @@ from common.checks import arg
 from common.classify import CrossEntropy, fit
 from common.datasets import TORCHVISION, expected_path
 from common.envs import dataclass_from_dict
-from common.io import atomic_path, seed_everything, torch_save, verify_torch_file, write_json
+from common.io import seed_everything, torch_save, verify_torch_file, write_csv, write_json
 from common.nets import check_net_for_game
 from papers.gan_simulator.guard import RealDataGuard, RealDataLeak
 from papers.gan_simulator.method import (DATA_FREE_METHODS, GENERATOR_METHODS, IMAGE_DATASETS, METHODS, GASArgs,
@@ -379,11 +378,7 @@ def write_results(result: dict, curves: list[dict], out_dir) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, recs in (("results.csv", result["rows"]), ("curves.csv", curves)):
-        cols = list(dict.fromkeys(k for r in recs for k in r)) or ["method", "seed"]
-        with atomic_path(out / name) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            w.writerows(recs)
+        write_csv(out / name, recs, list(dict.fromkeys(k for r in recs for k in r)) or ["method", "seed"])
     write_json(out / "results.json", result)
 
 

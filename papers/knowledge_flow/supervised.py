@@ -88,7 +88,6 @@ supervised_tables.py       Tables 3-6 and the figures from the runs' results
 
 from __future__ import annotations
 
-import csv
 import itertools
 from dataclasses import asdict
 from pathlib import Path
@@ -96,7 +95,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.io import atomic_path, seed_everything, write_json
+from common.io import seed_everything, write_csv, write_json
 from papers.knowledge_flow.method import KFArgs, KnowledgeFlowStudent, export_student, student_independence
 from papers.knowledge_flow.supervised_args import SupArgs, TeacherSpec
 from papers.knowledge_flow.supervised_data import (DATASETS, STREAMED, TORCHVISION, Split, StreamedImages, Task,
@@ -241,19 +240,10 @@ def write_results(result: dict, out_dir) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cols = ["method", "seed", "lambda1", "lambda2", "temperature", "alpha", "val_error", "test_error",
             "test_error_mixed", "independence"]
-    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(result["rows"])
+    write_csv(out / "results.csv", result["rows"], cols, extrasaction="ignore")
     preset = result.get("experiment", "")
-    with atomic_path(out / "pw.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=PW_COLUMNS)
-        w.writeheader()
-        w.writerows({"preset": preset, **r} for r in result.get("pw", []))
-    with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
-        w.writeheader()
-        w.writerows({"preset": preset, **r} for r in result.get("curves", []))
+    write_csv(out / "pw.csv", ({"preset": preset, **r} for r in result.get("pw", [])), PW_COLUMNS)
+    write_csv(out / "curves.csv", ({"preset": preset, **r} for r in result.get("curves", [])), CURVE_COLUMNS)
     write_json(out / "results.json", {k: v for k, v in result.items() if k not in ("pw", "curves")})
 
 
