@@ -857,14 +857,12 @@ def main(argv=None):
     """python -m common.a2c --out DIR --args '{game: Pong, total_steps: 100000}' [--set seed=3 ...]"""
     import argparse
 
-    from common.cli import mapping_with_overrides
+    from common.cli import add_run_options, run_mapping
 
     ap = argparse.ArgumentParser(description="Train one A2C run (the A3C baseline when no hook is given).")
-    ap.add_argument("--out", required=True, help="run directory (checkpoint, curve.csv, model.pt)")
-    ap.add_argument("--args", default="{}", help="A2CArgs fields as YAML/JSON")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    add_run_options(ap, "run directory (checkpoint, curve.csv, model.pt)", "A2CArgs fields as YAML/JSON")
     a = ap.parse_args(argv)
-    train(A2CArgs.from_dict(mapping_with_overrides(a.args, a.set)), a.out)
+    train(A2CArgs.from_dict(run_mapping(a)), a.out)
 
 
 if __name__ == "__main__":

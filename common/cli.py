@@ -68,3 +68,16 @@ def mapping_with_overrides(text: str, overrides: list[str]) -> dict:
             raise ValueError(f"--set expects KEY=VALUE, got '{kv}'")
         d[k] = yaml.safe_load(v)
     return d
+
+
+def add_run_options(ap, out_help: str, args_help: str) -> None:
+    """A runner's ``--out DIR`` (required), ``--args MAPPING`` (YAML/JSON, default ``{}``) and repeated
+    ``--set KEY=VALUE`` on the parser `ap`; :func:`run_mapping` reads the mapping back."""
+    ap.add_argument("--out", required=True, help=out_help)
+    ap.add_argument("--args", default="{}", help=args_help)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+
+
+def run_mapping(a) -> dict:
+    """The parsed ``--args`` of :func:`add_run_options` with its ``--set`` overrides applied."""
+    return mapping_with_overrides(a.args, a.set)

@@ -125,6 +125,20 @@ def test_cli_mapping_reads_json_floats_as_numbers():
         parse_mapping("[1, 2]")
 
 
+def test_cli_run_options_apply_set_over_args():
+    import argparse
+
+    from common.cli import add_run_options, run_mapping
+
+    ap = argparse.ArgumentParser()
+    add_run_options(ap, "run directory", "fields")
+    a = ap.parse_args(["--out", "d", "--args", '{"seed": 1, "lr": 1e-05}', "--set", "seed=3", "--set", "game=Pong"])
+    assert a.out == "d" and run_mapping(a) == {"seed": 3, "lr": 1e-05, "game": "Pong"}
+    assert run_mapping(ap.parse_args(["--out", "d"])) == {}
+    with pytest.raises(ValueError, match="--set expects KEY=VALUE"):
+        run_mapping(ap.parse_args(["--out", "d", "--set", "seed"]))
+
+
 def test_learns_minatar_breakout(tmp_path):
     """A real learning check, small: MinAtar Breakout from ~0.3 (random) to clearly above it."""
     args = A2CArgs(game="MinAtar/Breakout", net="minatar", num_envs=16, n_steps=5, total_steps=60_000,

@@ -639,15 +639,14 @@ def check_tier_config(config: dict) -> None:
 
 
 def main(argv=None):
-    from common.cli import mapping_with_overrides
+    from common.cli import add_run_options, run_mapping
 
     ap = argparse.ArgumentParser(description="Generative Adversarial Simulator experiments (data-free distillation).")
     ap.add_argument("--experiment", required=True, help=f"one of {', '.join(EXPERIMENTS)}, or policy")
-    ap.add_argument("--out", required=True, help="output directory (results.json, results.csv, curves.csv)")
-    ap.add_argument("--args", default="{}", help="ImageArgs / PolicyArgs fields as JSON or YAML")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    add_run_options(ap, "output directory (results.json, results.csv, curves.csv)",
+                    "ImageArgs / PolicyArgs fields as JSON or YAML")
     a = ap.parse_args(argv)
-    d = mapping_with_overrides(a.args, a.set)
+    d = run_mapping(a)
     if a.experiment == "policy":
         run_policy_experiment(PolicyArgs.from_dict(d), a.out)
     else:

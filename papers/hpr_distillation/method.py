@@ -634,14 +634,12 @@ def main(argv=None):
     """python -m papers.hpr_distillation.method --out DIR --args '{games: [...], teachers: [...]}' [--set k=v]"""
     import argparse
 
-    from common.cli import mapping_with_overrides
+    from common.cli import add_run_options, run_mapping
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="run directory (checkpoint, curve.csv, eval.json, model.pt)")
-    ap.add_argument("--args", default="{}", help="HPRArgs fields as YAML/JSON")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    add_run_options(ap, "run directory (checkpoint, curve.csv, eval.json, model.pt)", "HPRArgs fields as YAML/JSON")
     a = ap.parse_args(argv)
-    res = train(HPRArgs.from_dict(mapping_with_overrides(a.args, a.set)), a.out)
+    res = train(HPRArgs.from_dict(run_mapping(a)), a.out)
     print(f"done: {res['updates']:,} update rounds, {res['env_steps']:,} steps per game -> {a.out}", file=sys.stderr)
 
 
