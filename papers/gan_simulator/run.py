@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import yaml
 
 from common.checks import arg
 from common.classify import CrossEntropy, fit
@@ -170,18 +171,15 @@ class ImageArgs:
         return a
 
 
-EXPERIMENTS = {
-    # offline, scikit-learn's 8x8 digits upsampled to 32x32: DAFL's MNIST pair
-    "digits": {"dataset": "digits"},
-    # multiple input modes: digit d -> class d mod 5, two modes per class
-    "digits_modes": {"dataset": "digits", "class_map": [0, 1, 2, 3, 4, 0, 1, 2, 3, 4],
-                     "methods": ["dafl", "dfad", "ours", "kd_real"]},
-    "mnist": {"dataset": "mnist", "teacher_epochs": 10},
-    "fashion_mnist": {"dataset": "fashion_mnist", "teacher_epochs": 20},
-    # DAFL's CIFAR-10 pair; the teacher needs far more than the LeNet's epochs
-    "cifar10": {"dataset": "cifar10", "teacher_net": "resnet34", "student_net": "resnet18", "teacher_epochs": 100,
-                "teacher_lr": 1e-3, "teacher_batch_size": 128},
-}
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+
+
+def load_presets(path: str | Path = PRESETS_FILE) -> dict:
+    """{preset: ImageArgs fields} of a presets file: its ``experiments`` mapping, in file order."""
+    return yaml.safe_load(Path(path).read_text())["experiments"]
+
+
+EXPERIMENTS = load_presets()   # the image presets (presets.yaml, beside this file)
 IMAGE_EXPERIMENTS = tuple(EXPERIMENTS)
 
 
