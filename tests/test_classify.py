@@ -119,15 +119,15 @@ def test_fit_stops_on_a_non_finite_loss_naming_the_step_and_fix():
 
 
 def test_gas_teacher_training_keeps_the_bits_of_its_dataloader_loop():
-    """run.train_classifier against the loop it replaced (DataLoader shuffle, seeded), with a class map (a Dataset
+    """images.train_classifier against the loop it replaced (DataLoader shuffle, seeded), with a class map (a Dataset
     of python-int labels) and a batch size that leaves a short last minibatch."""
-    import papers.gan_simulator.run as gr
     from common.io import seed_everything
-    from papers.gan_simulator.method import LeNet5
+    from papers.gan_simulator.images import RelabelledDataset, train_classifier
+    from papers.gan_simulator.method import LeNet5, digits_dataset
 
-    train, _ = gr.digits_dataset(seed=0)
-    train = gr.RelabelledDataset(torch.utils.data.TensorDataset(*(t[:300] for t in train.tensors)),
-                                 [0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    train, _ = digits_dataset(seed=0)
+    train = RelabelledDataset(torch.utils.data.TensorDataset(*(t[:300] for t in train.tensors)),
+                              [0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
     torch.manual_seed(3)
     ref = LeNet5(n_classes=5)
     new = LeNet5(n_classes=5)
@@ -142,7 +142,7 @@ def test_gas_teacher_training_keeps_the_bits_of_its_dataloader_loop():
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    gr.train_classifier(new, train, 2, 1e-3, 64, 11, "cpu")
+    train_classifier(new, train, 2, 1e-3, 64, 11, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), new.state_dict().values()))
 
 

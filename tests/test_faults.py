@@ -133,8 +133,9 @@ def _builders():
     from common.replay import ReplayConfig
     from papers.cdrl.alignment import AlignArgs
     from papers.cdrl.method import CA3CArgs
+    from papers.gan_simulator.images import ImageArgs
     from papers.gan_simulator.method import GASArgs
-    from papers.gan_simulator.run import ImageArgs, PolicyArgs
+    from papers.gan_simulator.policy import PolicyArgs
     from papers.hpr_distillation.method import HPRArgs
     from papers.knowledge_flow.distral import DistralArgs
     from papers.knowledge_flow.method import KFArgs
@@ -193,7 +194,7 @@ def test_a_net_that_does_not_fit_the_frames_is_named_with_the_nets_that_do():
         make_net("nature", (4, 10, 10), 3)
     with pytest.raises(ValueError, match="nets that fit: minatar, ca3c"):
         A2CArgs.from_dict({"game": "Pong", "net": "a3c", "protocol": {"size": 10}})
-    from papers.gan_simulator.run import PolicyArgs
+    from papers.gan_simulator.policy import PolicyArgs
     from papers.hpr_distillation.method import HPRArgs
 
     with pytest.raises(ValueError, match="student_net 'a3c' does not fit game MinAtar/Breakout"):
@@ -318,7 +319,7 @@ def test_distral_and_hpr_resume_read_checkpoints_through_the_check(tmp_path, mon
 def test_a_damaged_gas_teacher_cache_is_trained_again(tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
-    from papers.gan_simulator.run import ImageArgs, get_teacher, teacher_key
+    from papers.gan_simulator.images import ImageArgs, get_teacher, teacher_key
 
     args = ImageArgs.from_dict({"teacher_epochs": 1, "teacher_batch_size": 8})
     g = torch.Generator().manual_seed(0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from papers.gan_simulator.run import EXPERIMENTS, IMAGE_EXPERIMENTS, PRESETS_FILE, experiment_args, load_presets
+from papers.gan_simulator.images import EXPERIMENTS, IMAGE_EXPERIMENTS, PRESETS_FILE, experiment_args, load_presets
 
 REPO = Path(__file__).resolve().parents[1]
 # run.EXPERIMENTS as the Python literal of commit 7f42bde

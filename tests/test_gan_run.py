@@ -1,5 +1,6 @@
-"""GAS experiments (papers/gan_simulator/run.py, tables.py): results files, the data guard, per-mode accuracy,
-table builders on hand-made results, the missing-dataset message. Fast: tiny budgets on scikit-learn's digits."""
+"""GAS experiments (papers/gan_simulator/run.py, harness.py, images.py, policy.py, plan.py, tables.py): results
+files, the data guard, per-mode accuracy, table builders on hand-made results, the missing-dataset message, the
+tier plan. Fast: tiny budgets on scikit-learn's digits."""
 
 import csv
 import json
@@ -10,9 +11,13 @@ import pytest
 import torch
 
 from common.report import load_reported
+from papers.gan_simulator import harness, images
 from papers.gan_simulator import run as gr
 from papers.gan_simulator import tables as gt
-from papers.gan_simulator.method import LeNet5, LeNet5Half, distill
+from papers.gan_simulator.guard import RealDataGuard, RealDataLeak
+from papers.gan_simulator.method import METHODS, LeNet5, LeNet5Half, digits_dataset, distill
+from papers.gan_simulator.plan import tier_image_args, tier_plan
+from papers.gan_simulator.policy import frame_map
 
 TINY = {"seeds": 2, "teacher_epochs": 1, "gas": {"student_steps": 4, "batch_size": 16, "log_every": 2},  # ours: 2 re-inits
         "method_overrides": {"ours": {"reinit_every": 1, "s_steps": 2, "student_steps": 6}}}
@@ -31,7 +36,7 @@ def test_digits_results_files(digits_run):
     assert res["experiment"] == "digits" and res["n_train"] == 1437 and res["n_test"] == 360
     assert 0 <= res["teacher"]["test_acc"] <= 100 and res["teacher"]["cached"] is False
     rows = list(csv.DictReader(open(digits_run / "results.csv")))
-    assert [(r["method"], int(r["seed"])) for r in rows] == [(m, s) for m in gr.METHODS for s in (0, 1)]
+    assert [(r["method"], int(r["seed"])) for r in rows] == [(m, s) for m in METHODS for s in (0, 1)]
     for r in rows:
         assert 0 <= float(r["student_acc"]) <= 100 and int(r["student_steps"]) == (6 if r["method"] == "ours" else 4)
     assert {int(r["lives"]) for r in rows if r["method"] == "ours"} == {3}   # 3 generator steps: 2 re-inits
@@ -49,27 +54,27 @@ def test_digits_results_files(digits_run):
 
 
 def test_teacher_is_cached(digits_run, tmp_path):
-    args = gr.experiment_args("digits", {**TINY, "seeds": 1, "methods": ["kd_noise"],
+    args = images.experiment_args("digits", {**TINY, "seeds": 1, "methods": ["kd_noise"],
                                          "teacher_cache": str(digits_run / "teacher_cache")})
-    res = gr.run_image_experiment("digits", args, tmp_path, log=lambda *_: None)
+    res = images.run_image_experiment("digits", args, tmp_path, log=lambda *_: None)
     first = json.loads((digits_run / "results.json").read_text())
     assert res["teacher"]["cached"] is True and res["teacher"]["test_acc"] == first["teacher"]["test_acc"]
 
 
 def test_data_free_methods_never_touch_real_data():
-    train, _ = gr.digits_dataset(seed=0)
-    guard = gr.RealDataGuard(train)
+    train, _ = digits_dataset(seed=0)
+    guard = RealDataGuard(train)
     teacher, student = LeNet5(), LeNet5Half()
     for m in ("dafl", "dfad", "ours", "kd_noise"):
-        gas = gr.method_args(m, 0, {"student_steps": 2, "batch_size": 8}, {"ours": {"reinit_every": 1}})
-        res = gr.run_method(m, teacher, student, gas, guard, 8)
+        gas = harness.method_args(m, 0, {"student_steps": 2, "batch_size": 8}, {"ours": {"reinit_every": 1}})
+        res = harness.run_method(m, teacher, student, gas, guard, 8)
         assert all(r["real"] == 0 for r in res.provenance) and "real" not in res.sources_seen()
     assert guard.touches == 0 and guard.locked_by is None
-    gas = gr.method_args("kd_real", 0, {"student_steps": 2, "batch_size": 8}, {})
-    res = gr.run_method("kd_real", teacher, student, gas, guard, 8)
+    gas = harness.method_args("kd_real", 0, {"student_steps": 2, "batch_size": 8}, {})
+    res = harness.run_method("kd_real", teacher, student, gas, guard, 8)
     assert guard.touches == 16 and res.sources_seen() == {"real"}
     # a data-free run that reaches for the real data is stopped: the guard raises while locked
-    with guard.lock("dafl"), pytest.raises(gr.RealDataLeak, match="dafl"):
+    with guard.lock("dafl"), pytest.raises(RealDataLeak, match="dafl"):
         next(iter(torch.utils.data.DataLoader(guard, batch_size=4)))
 
 
@@ -82,25 +87,25 @@ def test_leaking_distill_is_caught(monkeypatch):
         res.provenance[0]["real"] = 3
         return res
 
-    monkeypatch.setattr(gr, "distill", leaky)
-    gas = gr.method_args("dafl", 0, {"student_steps": 1, "batch_size": 4}, {})
-    with pytest.raises(gr.RealDataLeak, match="fed 3 real inputs"):
-        gr.run_method("dafl", LeNet5(), LeNet5Half(), gas, gr.RealDataGuard([]), 4)
+    monkeypatch.setattr(harness, "distill", leaky)
+    gas = harness.method_args("dafl", 0, {"student_steps": 1, "batch_size": 4}, {})
+    with pytest.raises(RealDataLeak, match="fed 3 real inputs"):
+        harness.run_method("dafl", LeNet5(), LeNet5Half(), gas, RealDataGuard([]), 4)
 
 
 def test_per_mode_accuracy_by_hand():
     cmap = [0, 1, 0, 1]                        # digits 0, 2 -> class 0; 1, 3 -> class 1
     orig = torch.tensor([0, 0, 2, 2, 2, 1, 3, 3])
     pred = torch.tensor([0, 1, 0, 0, 1, 1, 0, 0])
-    acc = gr.per_mode_accuracy(pred, orig, cmap)
+    acc = images.per_mode_accuracy(pred, orig, cmap)
     assert acc == {0: 50.0, 1: 100.0, 2: pytest.approx(200 / 3), 3: 0.0}
 
 
 def test_missing_dataset_message(tmp_path):
-    why = gr.missing_dataset("mnist", str(tmp_path))
+    why = images.missing_dataset("mnist", str(tmp_path))
     assert why.startswith("dataset unavailable (expected") and str(tmp_path / "MNIST/raw") in why
     assert "torchvision.datasets.MNIST" in why and "download=True" in why
-    assert gr.missing_dataset("digits", str(tmp_path)) is None
+    assert images.missing_dataset("digits", str(tmp_path)) is None
     with pytest.raises(FileNotFoundError, match="experiment 'mnist' cannot run: dataset unavailable"):
         gr.main(["--experiment", "mnist", "--out", str(tmp_path / "o"), "--args", json.dumps({"data_dir": str(tmp_path)})])
     assert not (tmp_path / "o").exists()
@@ -108,9 +113,9 @@ def test_missing_dataset_message(tmp_path):
 
 def test_bad_keys_are_named():
     with pytest.raises(KeyError, match="student_stepz"):
-        gr.experiment_args("digits", {"gas": {"student_stepz": 3}})
+        images.experiment_args("digits", {"gas": {"student_stepz": 3}})
     with pytest.raises(ValueError, match="unknown method"):
-        gr.experiment_args("digits", {"methods": ["dafl", "gan"]})
+        images.experiment_args("digits", {"methods": ["dafl", "gan"]})
 
 
 def _hand_results(tmp_path):
@@ -120,7 +125,7 @@ def _hand_results(tmp_path):
     res = {"experiment": "toy", "args": {"methods": ["dafl", "ours"], "class_map": [0, 0, 1, 1]},
            "teacher": {"test_acc": 95.0, "mode_acc": {"0": 100.0, "1": 90.0, "2": 95.0, "3": 85.0}},
            "gas": {"dafl": {"student_steps": 7}, "ours": {"student_steps": 7}},
-           "summary": gr.summarise(rows, "student_acc"), "rows": rows}
+           "summary": harness.summarise(rows, "student_acc"), "rows": rows}
     (tmp_path / "toy").mkdir()
     (tmp_path / "toy/results.json").write_text(json.dumps(res))
     return {"toy": {"dataset": "mnist", "student_steps": 7, "seeds": 2, "not_run": None},
@@ -158,8 +163,8 @@ def test_policy_table_normalises_by_teacher_and_random():
             {"method": "ours", "seed": 0, "score": 4.0, "student_steps": 5, "agreement": 40.0},
             {"method": "ours", "seed": 1, "score": 8.0, "student_steps": 5, "agreement": 60.0}]
     res = {"game": "MinAtar/Breakout", "args": {"methods": ["ours"]}, "teacher": {"score": 10.0},
-           "random": {"score": 2.0}, "summary": gr.summarise(rows, "score"),
-           "agreement": gr.summarise(rows[2:], "agreement"), "rows": rows}
+           "random": {"score": 2.0}, "summary": harness.summarise(rows, "score"),
+           "agreement": harness.summarise(rows[2:], "agreement"), "rows": rows}
     t = gt.policy_table([res]).set_index("method")
     ours = t.loc["ours (re-init + exemplar buffer)"]
     assert ours.score_mean == 6.0 and ours.normalised == pytest.approx(0.5) and ours.agreement_mean == 50.0
@@ -169,14 +174,14 @@ def test_policy_table_normalises_by_teacher_and_random():
 
 
 def test_frame_map_crops_and_scales():
-    side, c, f = gr.frame_map((4, 10, 10), 1.0)
+    side, c, f = frame_map((4, 10, 10), 1.0)
     assert side == 12 and c == 4
     g = torch.zeros(2, 4, 12, 12, requires_grad=True)
     x = f(g)
     assert x.shape == (2, 4, 10, 10) and torch.allclose(x, torch.full_like(x, 0.5))
     x.sum().backward()
     assert g.grad[:, :, 0].abs().sum() == 0 and g.grad[:, :, 1:11, 1:11].abs().min() > 0
-    side, _, f = gr.frame_map((4, 84, 84), 255.0)
+    side, _, f = frame_map((4, 84, 84), 255.0)
     assert side == 84 and f(torch.full((1, 4, 84, 84), 50.0)).max() == pytest.approx(255.0)
 
 
@@ -184,10 +189,10 @@ def test_tier_args_preset_overrides_win_seeds_included():
     config = {"device": "cpu", "gan_simulator": {
         "seeds": 3, "gas": {"student_steps": 50, "batch_size": 64}, "args": {"teacher_epochs": 5},
         "overrides": {"digits_modes": {"seeds": 1, "gas": {"batch_size": 32}, "methods": ["dafl"]}}}}
-    a = gr.tier_image_args(config, "digits_modes")
+    a = tier_image_args(config, "digits_modes")
     assert a["seeds"] == 1 and a["gas"] == {"student_steps": 50, "batch_size": 32} and a["methods"] == ["dafl"]
-    assert gr.tier_image_args(config, "digits")["seeds"] == 3  # no override: the tier's seeds
-    assert gr.tier_plan({**config, "gan_simulator": {**config["gan_simulator"], "images": ["digits_modes"]}}
+    assert tier_image_args(config, "digits")["seeds"] == 3  # no override: the tier's seeds
+    assert tier_plan({**config, "gan_simulator": {**config["gan_simulator"], "images": ["digits_modes"]}}
                         )["digits_modes"]["seeds"] == 1
 
 
@@ -195,7 +200,7 @@ def test_progress_log_prints_step_share_and_eta():
     import io
 
     buf = io.StringIO()
-    log = gr.progress_log("digits dafl seed 0", 200, out=buf)
+    log = harness.progress_log("digits dafl seed 0", 200, out=buf)
     log({"student_step": 50, "test_acc": 61.25, "loss_student": 0.5, "loss_generator": None})
     line = buf.getvalue()
     assert line.startswith("[digits dafl seed 0] student step 50/200 (25%)") and "ETA" in line

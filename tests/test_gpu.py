@@ -468,8 +468,10 @@ def _gan_spy(monkeypatch):
 
 
 def test_gan_simulator_digits_on_device(tmp_path, monkeypatch, ieee_fp32):
+    from papers.gan_simulator import images
     from papers.gan_simulator import run as gr
-    from papers.gan_simulator.method import accuracy
+    from papers.gan_simulator.method import accuracy, digits_dataset
+    from papers.gan_simulator.nets import NETS
 
     spy = _gan_spy(monkeypatch)
     args = {"seeds": 1, "teacher_epochs": 1, "device": DEVICE, "methods": ["dafl", "ours", "kd_real"],
@@ -484,12 +486,12 @@ def test_gan_simulator_digits_on_device(tmp_path, monkeypatch, ieee_fp32):
     assert np.isfinite(curves["loss_student"]).all() and np.isfinite(curves.dropna(subset=["loss_generator"])
                                                                      ["loss_generator"]).all()
     # the teacher trained on the device, from its cache file, on the CPU: the same test accuracy (a near-tie may flip)
-    image_args = gr.experiment_args("digits", args)
-    cache = tmp_path / "teacher_cache" / f"teacher_{gr.teacher_key(image_args)}.pt"
+    image_args = images.experiment_args("digits", args)
+    cache = tmp_path / "teacher_cache" / f"teacher_{images.teacher_key(image_args)}.pt"
     cpu_tensors_only(cache)
-    net = gr.NETS[image_args.teacher_net](in_channels=1, n_classes=10)
+    net = NETS[image_args.teacher_net](in_channels=1, n_classes=10)
     net.load_state_dict(torch.load(cache, map_location="cpu")["state_dict"])
-    _, test = gr.digits_dataset(seed=0)
+    _, test = digits_dataset(seed=0)
     acc = 100.0 * accuracy(net, torch.utils.data.DataLoader(test, batch_size=1000))
     assert acc == pytest.approx(res["teacher"]["test_acc"], abs=0.6)   # 360 test images: within 2 images
 

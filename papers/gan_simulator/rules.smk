@@ -7,12 +7,13 @@
 import json as _json
 
 from common.zoo import game_from_slug as _gas_game, game_slug as _gas_slug, teacher_dir as _gas_teacher_dir
-from papers.gan_simulator import run as gas_run
+from papers.gan_simulator import plan as gas_plan
+from papers.gan_simulator.images import IMAGE_EXPERIMENTS as GAS_IMAGE_EXPERIMENTS
 
-gas_run.check_tier_config(config)
+gas_plan.check_tier_config(config)
 GAS = config.get("gan_simulator") or {"seeds": 1, "images": []}
 GAS_RUNS = f"runs/{TIER}/gan_simulator"
-GAS_PLAN = gas_run.tier_plan(config)
+GAS_PLAN = gas_plan.tier_plan(config)
 GAS_RUN = [e for e, p in GAS_PLAN.items() if p["not_run"] is None]
 GAS_POLICY = GAS.get("policy") or {}
 GAS_GAMES = [_gas_slug(g) for g in GAS_POLICY.get("games", [])]
@@ -32,9 +33,9 @@ rule gas_image:
         json=f"{GAS_RUNS}/{{experiment}}/results.json",
         csv=f"{GAS_RUNS}/{{experiment}}/results.csv",
     wildcard_constraints:
-        experiment="|".join(gas_run.IMAGE_EXPERIMENTS),
+        experiment="|".join(GAS_IMAGE_EXPERIMENTS),
     params:
-        args=lambda wc, threads: _json.dumps(gas_run.tier_image_args(config, wc.experiment, threads)),
+        args=lambda wc, threads: _json.dumps(gas_plan.tier_image_args(config, wc.experiment, threads)),
     log:
         f"logs/{TIER}/gan_simulator/{{experiment}}.log",
     benchmark:
@@ -57,7 +58,7 @@ rule gas_policy:
         json=f"{GAS_RUNS}/policy/{{game}}/results.json",
         csv=f"{GAS_RUNS}/policy/{{game}}/results.csv",
     params:
-        args=lambda wc, threads: _json.dumps(gas_run.tier_policy_args(
+        args=lambda wc, threads: _json.dumps(gas_plan.tier_policy_args(
             config, _gas_game(wc.game), _gas_teacher(wc.game), threads)),
     log:
         f"logs/{TIER}/gan_simulator/policy_{{game}}.log",
