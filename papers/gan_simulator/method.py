@@ -419,7 +419,7 @@ def distill(teacher: nn.Module, student: nn.Module, args: GASArgs, data_free: bo
     `log(record)` and `evaluate(student) -> dict` (run under no_grad, student in eval mode) are called every
     ``log_every`` student steps. The teacher is frozen in place (eval mode, requires_grad False).
     `input_map` (differentiable; default identity) maps generator / buffer / noise outputs to the models' input
-    space (e.g. a policy's frame scale, papers/gan_simulator/run.py); real batches are already in that space.
+    space (e.g. a policy's frame scale, papers/gan_simulator/policy.py); real batches are already in that space.
     """
     args = args.resolved()
     if args.method in DATA_FREE_METHODS and real_loader is not None:

@@ -7,7 +7,7 @@
   python -m papers.gan_simulator.tables policy --results R1.json [R2.json ...] --tier <tier> \
       --out-csv P.csv --out-md P.md --out-fig P.png
 
---plan is :func:`papers.gan_simulator.run.tier_plan` as JSON: the tier's image presets and, for each, why it was
+--plan is :func:`papers.gan_simulator.plan.tier_plan` as JSON: the tier's image presets and, for each, why it was
 not run (None when it ran). Every published baseline row appears, with our number or "not run: <reason>".
 Accuracies are top-1 test accuracy in % (higher is better); all-seeds statistics sit next to the best seed (the
 top-1 view): every seed's value and their mean [min, max] below 5 seeds, the IQM with its 95% stratified-bootstrap
