@@ -239,3 +239,18 @@ def test_a_teacher_is_scored_like_a_student_by_the_one_evaluator(tmp_path, ppo_d
         res = json.loads(out.read_text())
         assert res["episodes"] == 4 and res["scores"] == direct["scores"]
         assert res["protocol"]["repeat_action_probability"] == 0.1
+
+
+def test_minatar_teachers_train_under_minatar_sticky_actions():
+    """Every MinAtar teacher trains (and the zoo scores it) with MinAtar's sticky actions 0.1, the protocol the
+    minatar tier's students train and are scored under; Atari teachers keep the era protocol (no sticky actions)."""
+    from dataclasses import asdict
+
+    from common.envs import AtariProtocol
+    from common.zoo import resolve_hyperparams
+
+    for algo in ("ppo", "a2c", "dqn"):
+        mini = resolve_hyperparams(algo, "MinAtar/Asterix")
+        assert asdict(AtariProtocol.from_dict(mini.get("protocol")))["repeat_action_probability"] == 0.1
+        atari = resolve_hyperparams(algo, "Pong")
+        assert asdict(AtariProtocol.from_dict(atari.get("protocol")))["repeat_action_probability"] == 0.0
