@@ -53,3 +53,19 @@ def test_the_presets_file_is_package_data():
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
     assert PRESETS_FILE.parent == REPO / "papers" / "gan_simulator" and PRESETS_FILE.is_file()
     assert any(fnmatch.fnmatch(PRESETS_FILE.name, p) for p in patterns)
+
+
+def test_method_presets_are_read_from_presets_yaml_as_written():
+    """The distillation methods' defaults (presets.yaml `methods`): DAFL has no adversarial term and one student step,
+    DFAD only the adversarial L1 term and five student steps, ours both with re-initialisation every 200 steps and
+    a half-buffer mix; floats stay floats (a YAML int would change a GASArgs field's type)."""
+    from papers.gan_simulator.method import METHOD_PRESETS, METHODS
+
+    assert set(METHOD_PRESETS) == set(METHODS)
+    assert METHOD_PRESETS["dafl"] == dict(w_one_hot=1.0, w_info_entropy=5.0, w_activation=0.1, w_adv=0.0,
+                                          adv_kind="l1", student_loss="kl", g_steps=1, s_steps=1, reinit_every=0,
+                                          buffer_mix=0.0)
+    assert METHOD_PRESETS["dfad"]["student_loss"] == "l1" and METHOD_PRESETS["dfad"]["s_steps"] == 5
+    assert METHOD_PRESETS["ours"]["reinit_every"] == 200 and METHOD_PRESETS["ours"]["buffer_mix"] == 0.5
+    assert all(isinstance(p[k], float) for p in METHOD_PRESETS.values()
+               for k in ("w_one_hot", "w_info_entropy", "w_activation", "w_adv", "buffer_mix"))

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 from common.checks import arg, check_fields, check_finite, check_value, fail
 from common.classify import top1_counts
@@ -55,19 +56,9 @@ GENERATOR_METHODS = ("dafl", "dfad", "ours")
 DATA_FREE_METHODS = ("dafl", "dfad", "ours", "kd_noise")
 SOURCES = ("generator", "buffer", "noise", "real")
 
-# The method's defaults; any field set explicitly in GASArgs overrides its preset (an ablation).
-METHOD_PRESETS: dict[str, dict] = {
-    "dafl": dict(w_one_hot=1.0, w_info_entropy=5.0, w_activation=0.1, w_adv=0.0, adv_kind="l1",
-                 student_loss="kl", g_steps=1, s_steps=1, reinit_every=0, buffer_mix=0.0),
-    "dfad": dict(w_one_hot=0.0, w_info_entropy=0.0, w_activation=0.0, w_adv=1.0, adv_kind="l1",
-                 student_loss="l1", g_steps=1, s_steps=5, reinit_every=0, buffer_mix=0.0),
-    "ours": dict(w_one_hot=1.0, w_info_entropy=5.0, w_activation=0.1, w_adv=1.0, adv_kind="kl",
-                 student_loss="kl", g_steps=1, s_steps=5, reinit_every=200, buffer_mix=0.5),
-    "kd_real": dict(w_one_hot=0.0, w_info_entropy=0.0, w_activation=0.0, w_adv=0.0, adv_kind="l1",
-                    student_loss="kl", g_steps=0, s_steps=1, reinit_every=0, buffer_mix=0.0),
-    "kd_noise": dict(w_one_hot=0.0, w_info_entropy=0.0, w_activation=0.0, w_adv=0.0, adv_kind="l1",
-                     student_loss="kl", g_steps=0, s_steps=1, reinit_every=0, buffer_mix=0.0),
-}
+# The method's defaults (presets.yaml's `methods`, beside this file); any field set explicitly in GASArgs overrides
+# its preset (an ablation).
+METHOD_PRESETS: dict[str, dict] = yaml.safe_load((Path(__file__).with_name("presets.yaml")).read_text())["methods"]
 GENERATOR_FIELDS = ("w_one_hot", "w_info_entropy", "w_activation", "w_adv", "reinit_every", "buffer_mix")
 
 
