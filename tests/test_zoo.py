@@ -254,3 +254,27 @@ def test_minatar_teachers_train_under_minatar_sticky_actions():
         assert asdict(AtariProtocol.from_dict(mini.get("protocol")))["repeat_action_probability"] == 0.1
         atari = resolve_hyperparams(algo, "Pong")
         assert asdict(AtariProtocol.from_dict(atari.get("protocol")))["repeat_action_probability"] == 0.0
+
+
+def test_minatar_a2c_teacher_uses_the_students_a2c_recipe():
+    """MinAtar SB3 A2C teachers train with the minatar tier students' A2C recipe (config/teachers.yml a2c.minatar;
+    with SB3's RMSprop at a constant 7e-4 and value loss 0.25 they were no experts under sticky actions,
+    docs/minatar_baselines.md): Adam (eps 1e-5), 7e-4 decayed linearly to 0 (3.5e-4 half way), and the same
+    rollout, entropy, value-loss, clipping and discount settings as config/minatar.yaml's knowledge_flow.a2c."""
+    from pathlib import Path
+
+    import yaml
+
+    from common.zoo import resolve_hyperparams
+
+    hp = resolve_hyperparams("a2c", "MinAtar/Asterix")
+    model = make_model("a2c", hp, SB3VecEnv(make_vec_env("MinAtar/Asterix", int(hp["n_envs"]))), seed=0, device="cpu")
+    opt = model.policy.optimizer
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["eps"] == 1e-5
+    assert model.lr_schedule(1.0) == pytest.approx(7e-4) and model.lr_schedule(0.5) == pytest.approx(3.5e-4)
+    student = yaml.safe_load(open(Path(__file__).parents[1] / "config" / "minatar.yaml"))["knowledge_flow"]["a2c"]
+    assert student["optimizer"] == "adam" and student["lr_decay"] and student["lr"] == pytest.approx(7e-4)
+    assert (model.n_envs, model.n_steps) == (student["num_envs"], student["n_steps"])
+    assert (model.ent_coef, model.vf_coef, model.max_grad_norm) == (student["ent_coef"], student["vf_coef"],
+                                                                    student["max_grad_norm"])
+    assert (model.gamma, model.gae_lambda) == (student["gamma"], student["gae_lambda"])
