@@ -44,13 +44,7 @@ def bench_env_sb3(game, n, steps, subproc):
     env = VecFrameStack(make_atari_env(_sb3_env_id(game), n_envs=n, seed=0,
                                        vec_env_cls=SubprocVecEnv if subproc else None), 4)
     env.reset()
-    acts = np.random.default_rng(0).integers(0, env.action_space.n, (steps // n, n))
-    t = time.perf_counter()
-    for a in acts:
-        env.step(a)
-    dt = time.perf_counter() - t
-    env.close()
-    return len(acts) * n / dt
+    return _random_action_rate(env, env.action_space.n, n, steps)
 
 
 def bench_env_ours(game, n, steps, threads):
@@ -58,7 +52,12 @@ def bench_env_ours(game, n, steps, threads):
 
     env = make_vec_env(game, n, num_threads=threads)
     env.reset(0)
-    acts = np.random.default_rng(0).integers(0, env.n_actions, (steps // n, n))
+    return _random_action_rate(env, env.n_actions, n, steps)
+
+
+def _random_action_rate(env, n_actions, n, steps):
+    """Steps per second of `env` (already reset) under seeded uniform actions; closes it."""
+    acts = np.random.default_rng(0).integers(0, n_actions, (steps // n, n))
     t = time.perf_counter()
     for a in acts:
         env.step(a)

@@ -59,7 +59,9 @@ def fake_batch(obs, progress=0.5):
 
 
 # -- Eq. 1-2: the mixed layer ------------------------------------------------------------------------------
-def test_mixing_one_layer_by_hand():
+def hand_mixed_fc():
+    """A one-layer student z_s = x mixed with one teacher z_t = (2 x1, -3 x2) through Q = I, p = [0.25, 0.75];
+    and the input x = (1, 2)."""
     student = one_layer_net([[1, 0], [0, 1]])                     # z_s = x
     teacher = FrozenTeacher(one_layer_net([[2, 0], [0, -3]]))     # z_t = (2 x1, -3 x2)
     kf = KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": "fc", "student_layer": "fc"}])
@@ -68,6 +70,11 @@ def test_mixing_one_layer_by_hand():
         kf.Q["fc"][0].bias.zero_()
         kf.w["fc"].copy_(torch.log(torch.tensor([1.0, 3.0])))       # p = [0.25, 0.75]
     x = torch.tensor([[[[1, 2]]]], dtype=torch.uint8)
+    return kf, x
+
+
+def test_mixing_one_layer_by_hand():
+    kf, x = hand_mixed_fc()
     # h = relu(0.25 * (1, 2) + 0.75 * (2, -6)) = relu(1.75, -4) = (1.75, 0)
     torch.testing.assert_close(kf(x).logits, torch.tensor([[1.75, 0.0]]))
 
@@ -249,14 +256,7 @@ def test_fade_schedule_by_hand():
 
 
 def test_fading_mixes_towards_the_student_alone_by_hand():
-    student = one_layer_net([[1, 0], [0, 1]])                     # z_s = x
-    teacher = FrozenTeacher(one_layer_net([[2, 0], [0, -3]]))     # z_t = (2 x1, -3 x2)
-    kf = KnowledgeFlowStudent(student, [teacher], [{"teacher": 0, "teacher_layer": "fc", "student_layer": "fc"}])
-    with torch.no_grad():
-        kf.Q["fc"][0].weight.copy_(torch.eye(2))
-        kf.Q["fc"][0].bias.zero_()
-        kf.w["fc"].copy_(torch.log(torch.tensor([1.0, 3.0])))       # p = [0.25, 0.75]
-    x = torch.tensor([[[[1, 2]]]], dtype=torch.uint8)
+    kf, x = hand_mixed_fc()
     hook = KnowledgeFlowHook(KFArgs(fade_teachers=0.4))
     hook.begin_update(kf, 0.7)                                     # f = (0.7 - 0.6) / 0.2 = 0.5
     assert float(kf.fade) == pytest.approx(0.5)
