@@ -4,7 +4,7 @@ Each paper wraps it under its own name and equation (cA3C Eq. 1-3: ``papers.cdrl
 Eq. 4: ``papers.hpr_distillation.method.distillation_kl``; Knowledge Flow's KL to theta_old:
 ``papers.knowledge_flow.method.policy_kl``; GAS Eq. S1: ``papers.gan_simulator.method.kd_loss``). Supervised
 Knowledge Flow's Hinton loss keeps the soft-target cross-entropy form (KL plus the teacher's entropy, the same
-gradients; papers/knowledge_flow/supervised_objectives.py kd_loss).
+gradients; papers/knowledge_flow/supervised_objectives.py hinton_kd_loss).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 
 from papers.knowledge_flow.method import KFArgs, KnowledgeFlowHook, KnowledgeFlowStudent, export_student
 from papers.knowledge_flow.method import trainable_parameters
-from papers.knowledge_flow.supervised import (ClassifierNet, KnowledgeFlowObjective, Split, dataset, fit, kd_loss,
+from papers.knowledge_flow.supervised import (ClassifierNet, KnowledgeFlowObjective, Split, dataset, fit, hinton_kd_loss,
                                               main, make_task, supervised_kf_loss)
 
 torch.set_num_threads(1)
@@ -88,13 +88,13 @@ def test_export_equals_mixed_net_when_student_weight_is_one():
     assert set(dict(plain.named_parameters())) == set(dict(student.named_parameters()))  # no Q, w, teacher
 
 
-def test_kd_loss_by_hand():
+def test_hinton_kd_loss_by_hand():
     s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([0])
     # T = 2: p_t = softmax(1, 0) = (0.731059, 0.268941); p_s = softmax(0.5, 0) = (0.622459, 0.377541)
     # soft CE = 0.731059 * 0.474077 + 0.268941 * 0.974077 = 0.608548; hard CE = log(1 + e^-1) = 0.313262
     # alpha = 0.5: 0.5 * 4 * 0.608548 + 0.5 * 0.313262 = 1.373726
-    assert kd_loss(s, t, y, temperature=2.0, alpha=0.5).item() == pytest.approx(1.373726, abs=1e-6)
-    assert kd_loss(s, t, y, temperature=2.0, alpha=0.0).item() == pytest.approx(0.313262, abs=1e-6)
+    assert hinton_kd_loss(t, s, y, temperature=2.0, alpha=0.5).item() == pytest.approx(1.373726, abs=1e-6)
+    assert hinton_kd_loss(t, s, y, temperature=2.0, alpha=0.0).item() == pytest.approx(0.313262, abs=1e-6)
 
 
 def test_missing_dataset_names_dataset_path_and_fix(tmp_path, monkeypatch):

@@ -103,7 +103,7 @@ from papers.knowledge_flow.supervised_data import (DATASETS, STREAMED, TORCHVISI
                                                    minibatches, random_resized_crop_box)
 from papers.knowledge_flow.supervised_fit import _both, curve_recorder, fit, pw_recorder, top1_error
 from papers.knowledge_flow.supervised_nets import ClassifierNet, finetune_classifier, make_net, same_name_links
-from papers.knowledge_flow.supervised_objectives import (CrossEntropy, HintonKD, KnowledgeFlowObjective, kd_loss,
+from papers.knowledge_flow.supervised_objectives import (CrossEntropy, HintonKD, KnowledgeFlowObjective, hinton_kd_loss,
                                                          supervised_kf_loss)
 from papers.knowledge_flow.supervised_plan import (TIER_TABLES, check_tier_config, experiment_datasets,
                                                    missing_data, tier_args, tier_experiments, tier_plan,
@@ -117,7 +117,7 @@ __all__ = [  # the program's own names, then the ones it re-exports from the mod
     "expected_path", "fetch_command", "make_task", "minibatches", "random_resized_crop_box",
     "curve_recorder", "fit", "pw_recorder", "top1_error",
     "ClassifierNet", "finetune_classifier", "make_net", "same_name_links",
-    "CrossEntropy", "HintonKD", "KnowledgeFlowObjective", "kd_loss", "supervised_kf_loss",
+    "CrossEntropy", "HintonKD", "KnowledgeFlowObjective", "hinton_kd_loss", "supervised_kf_loss",
     "TIER_TABLES", "check_tier_config", "experiment_datasets", "missing_data", "tier_args", "tier_experiments",
     "tier_plan", "unavailable",
     "EXPERIMENTS", "NOT_REPRODUCED", "PAPER_ROWS", "experiment_args",

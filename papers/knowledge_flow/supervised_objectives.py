@@ -7,7 +7,7 @@
 
   its last two terms from the RL program's :class:`~papers.knowledge_flow.method.KnowledgeFlowHook` (one
   implementation), lambda1 ramped linearly from 0 over training;
-* :class:`HintonKD`: Hinton et al. (2015)'s knowledge distillation (:func:`kd_loss`).
+* :class:`HintonKD`: Hinton et al. (2015)'s knowledge distillation (:func:`hinton_kd_loss`).
 
 Each has ``loss(model, x, y, progress, step) -> (loss, logs)`` and ``after_update(model, batch)``, which
 supervised_fit.fit (common.classify.fit) calls after every optimiser step.
@@ -38,7 +38,7 @@ def supervised_kf_loss(kf: KnowledgeFlowStudent, hook: KnowledgeFlowHook, x, y, 
     return ce + transfer, {"ce": ce.item(), **logs}, batch
 
 
-def kd_loss(student_logits, teacher_logits, y, temperature: float, alpha: float) -> torch.Tensor:
+def hinton_kd_loss(teacher_logits, student_logits, y, temperature: float, alpha: float) -> torch.Tensor:
     """Hinton et al. (2015): alpha * T^2 * H(softmax(t/T), softmax(s/T)) + (1 - alpha) * CE(s, y), with H the
     soft-target cross-entropy (KL plus the teacher's entropy, a constant: same gradients); T^2 keeps the
     soft gradients' scale independent of T."""
@@ -65,7 +65,7 @@ class HintonKD:
     def loss(self, model, x, y, progress, step):
         with torch.no_grad():
             t = self.teacher(x).logits
-        return kd_loss(model(x).logits, t, y, self.temperature, self.alpha), {}
+        return hinton_kd_loss(t, model(x).logits, y, self.temperature, self.alpha), {}
 
     def after_update(self, model, batch=None):
         pass
