@@ -205,6 +205,31 @@ def test_figure_table_all_seeds_view_changes_with_seeds(tmp_path):
     assert "| 30.0 [20, 40] | 30, 20, 40 |" in md and "| 6.0 [1.333, 23.33] | 10, 2, 30, 1, 6 |" in md
     assert "| KD-distill (4b) | 0 |" in md and "| not run | not run |" in md
     assert "no IQM or bootstrap interval" in md and "stratified-bootstrap interval" in md
+    assert "(Bowling, measured)" not in md and "measured here" not in md  # no random eval given: no row
+
+
+def test_figure_and_last100_carry_the_measured_random_policy(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, score in enumerate([30.0, 20.0]):
+        d = runs / "a3c_bowling" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "eval.json").write_text(json.dumps({"mean": score}))
+        (d / "config.json").write_text(json.dumps({"a2c": {"total_steps": 100}}))
+        pd.DataFrame({"env_steps": [50, 100], "episode_return": [score, score]}).to_csv(d / "curve.csv", index=False)
+    rnd = tmp_path / "random_bowling.json"  # as common.evaluation --policy random writes it (the fields read)
+    rnd.write_text(json.dumps({"game": "Bowling", "seed": 0, "mean": 22.25, "std": 3.0, "episodes": 30}))
+    tables_main(["figure", "--fig", "fig4", "--runs", str(runs), "--tier", "t", "--random", str(rnd),
+                 "--out-md", str(tmp_path / "f.md"), "--out-fig", str(tmp_path / "f.png")])
+    md = (tmp_path / "f.md").read_text()
+    # one evaluation: its value is the cell and the 'per seed'; no last-100 (it never trained); seeds stay 2
+    assert "| Random policy (Bowling, measured) | 1 |" in md and "| 22.25 | 22.25 |" in md
+    assert "Bowling 22.2 over 30 games" in md and "Bowling 23.1" in md and "Seeds: up to 2 per run" in md
+    rep = load_reported(ROOT / "papers/cdrl/reported.csv")
+    from papers.cdrl.tables import random_rows
+    t = last100_table({}, rep, {}, random_rows([rnd]))
+    r = t[t.run == "Random policy (Bowling, measured)"].iloc[0]
+    assert r["eval mean [min, max]"] == "22.25" and r.seeds == 1 and r.status == "ran"
+    assert r.note == "uniform random actions, 30 games (Mnih et al. 2015: 23.1)" and r.last100_mean != r.last100_mean
 
 
 def test_figure_caption_names_the_teachers_and_their_scores(tmp_path):

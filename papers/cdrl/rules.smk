@@ -1,7 +1,7 @@
 # Collaborative Deep RL / cA3C (Lin, Wang & Zhou 2017): Figs. 3-6 and the last-100-episode table on Pong and
 # Bowling. Which runs and schedules: plan.py. Runs live in runs/<tier>/cdrl/<run>/seed<k>/, the experts
 # (teachers, offline-alignment data) in runs/<tier>/cdrl/expert_<game>/seed<expert seed>/.
-from common.pipeline import seed_groups
+from common.pipeline import eval_protocol, seed_groups
 from papers.cdrl import plan as cdrl_plan
 
 CD = config.get("cdrl") or {}  # a tier without a cdrl section (config/recorded/*) leaves cA3C out
@@ -110,10 +110,40 @@ for _seeds in seed_groups(int(CD.get("seeds", 0)), config.get("runs_per_job", 1)
             "{PY} -m papers.cdrl.train --out {params.outs} --args '{params.args}' {params.batch} 2> {log}"
 
 
+rule cdrl_random_eval:
+    """The figures' random-policy rows: uniformly random actions on Pong or Bowling under the students' evaluation
+    protocol (cdrl.eval; the observation keys do not matter to a policy that ignores them)."""
+    output:
+        f"{CD_RUNS}/random_{{egame}}/eval.json",
+    wildcard_constraints:
+        egame="pong|bowling",
+    params:
+        game=lambda wc: wc.egame.capitalize(),
+        protocol=eval_protocol(CD.get("eval")),
+    log:
+        f"logs/{TIER}/cdrl/eval_random_{{egame}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "{PY} -m common.evaluation --policy random --game {params.game}"
+        " --seed 0 --out {output} --protocol '{params.protocol}' 2> {log}"
+
+
+def _cdrl_random_evals(runs):
+    """The random-policy eval.json of every game the runs play (their targets; Fig. 6d's Pong source too)."""
+    games = dict.fromkeys(cdrl_plan.RUNS[r][0] for r in runs)
+    if "collaborative_bowling" in runs:
+        games["Pong"] = None
+    return [f"{CD_RUNS}/random_{g.lower()}/eval.json" for g in games]
+
+
 rule cdrl_figure:
-    """Fig. 3, 4 or 6a-d: all-seeds curves and a table of last-100 and evaluation scores."""
+    """Fig. 3, 4 or 6a-d: all-seeds curves and a table of last-100 and evaluation scores, with a random-policy row."""
     input:
-        lambda wc: [f"{CD_RUNS}/{r}/seed{s}/eval.json" for r in cdrl_plan.FIGURES[wc.fig]["runs"] for s in CD_SEEDS],
+        evals=lambda wc: [f"{CD_RUNS}/{r}/seed{s}/eval.json" for r in cdrl_plan.FIGURES[wc.fig]["runs"] for s in CD_SEEDS],
+        random=lambda wc: _cdrl_random_evals(cdrl_plan.FIGURES[wc.fig]["runs"]),
     output:
         md=f"results/{TIER}/cdrl/{{fig}}.md",
         fig=f"figures/{TIER}/cdrl/{{fig}}_curves.png",
@@ -126,7 +156,7 @@ rule cdrl_figure:
     threads: 1
     shell:
         "{PY} -m papers.cdrl.tables figure --fig {wildcards.fig} --runs {CD_RUNS} --tier {TIER}"
-        " --out-md {output.md} --out-fig {output.fig} 2> {log}"
+        " --random {input.random} --out-md {output.md} --out-fig {output.fig} 2> {log}"
 
 
 rule cdrl_fig5:
@@ -152,6 +182,7 @@ rule cdrl_last100:
     input:
         evals=[f"{CD_RUNS}/{r}/seed{s}/eval.json" for r in cdrl_plan.FIGURES["fig6"]["runs"] for s in CD_SEEDS],
         experts=[f"{d}/eval.json" for d in CD_EXPERTS],
+        random=f"{CD_RUNS}/random_bowling/eval.json",
         reported=f"{workflow.basedir}/papers/cdrl/reported.csv",
     output:
         csv=f"results/{TIER}/cdrl/last100.csv",
@@ -163,6 +194,7 @@ rule cdrl_last100:
     threads: 1
     shell:
         "{PY} -m papers.cdrl.tables last100 --runs {CD_RUNS} --tier {TIER} --experts {input.experts}"
+        " --random {input.random}"
         " --reported {input.reported} --out-csv {output.csv} --out-md {output.md} 2> {log}"
 
 

@@ -71,11 +71,12 @@ def present(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([out, all_seeds_view(ev, "eval")], axis=1)
 
 
-def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_scores: dict[str, float]) -> pd.DataFrame:
+def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_scores: dict[str, float],
+                  random: list[dict] = ()) -> pd.DataFrame:
     """The last-100-episode reward table: paper vs ours (A3C and collaborative cA3C, Fig. 6d), then Fig. 6a-c.
 
     `ours` maps run -> its per-seed rows (collect); `expert_scores` game -> expert eval score (Sec. 5.3 quotes the
-    experts' rewards "at convergence": Pong 20, Bowling 60).
+    experts' rewards "at convergence": Pong 20, Bowling 60); `random`: random_rows, the measured random policy.
     """
     rep = reported[reported["table"] == LAST100].set_index(["row", "column"])
 
@@ -99,6 +100,10 @@ def last100_table(ours: dict[str, pd.DataFrame], reported: pd.DataFrame, expert_
         rows.append({"run": f"{game} expert (eval)", "seeds": 1, "eval": seed_stats([score]),
                      "paper": paper(f"{game} expert", "reward"), "status": "ran",
                      "note": "Sec. 5.3 'at convergence' (ours: eval, not last 100)"})
+    for r in random:
+        rows.append({"run": r["run"], "seeds": 1, "eval": r["eval"], "paper": np.nan, "status": "ran",
+                     "note": f"uniform random actions, {r['episodes']} games (Mnih et al. 2015: "
+                             f"{RANDOM_SCORE.get(r['game'], float('nan')):g})"})
     df = pd.DataFrame(rows)
     df["ratio"] = df["last100_mean"] / df["paper"]
     df = present(df.reindex(columns=["run", "seeds", "paper", "paper_pm", "last100_mean", "last100_sd",
@@ -131,19 +136,34 @@ def teachers_line(runs: Path, run_names) -> str:
 
 
 RANDOM_SCORE = {"Bowling": 23.1, "Pong": -20.7}
-"""a uniformly random policy's score (Mnih et al. 2015's random agent, 30 no-op starts): reference, not measured here"""
+"""Mnih et al. (2015)'s random agent (30 no-op starts): the published reference beside our measured random rows"""
 
 
-def provenance(runs: Path, run_names, n_seeds: int) -> str:
-    """The end of a figure caption: budget, seeds, commit and the random-policy reference."""
+def random_rows(evals) -> list[dict]:
+    """summary_row-shaped rows of the uniform-random policy, one per eval.json of `common.evaluation --policy
+    random` (which names its game): one evaluation (seed 0) of the students' protocol, as the experts' rows."""
+    rows = []
+    for f in evals:
+        ev = read_json(f)
+        rows.append({"run": f"Random policy ({ev['game']}, measured)", "seeds": 1, "last100_mean": np.nan,
+                     "last100_sd": np.nan, "last100_per_seed": (), "eval": seed_stats([ev["mean"]]),
+                     "game": ev["game"], "status": "ran", "episodes": int(ev["episodes"])})
+    return rows
+
+
+def provenance(runs: Path, run_names, n_seeds: int, random: list[dict] = ()) -> str:
+    """The end of a figure caption: budget, seeds, commit and the random policy (measured rows, and Mnih et al.'s)."""
     parts = []
     for run in run_names:
         cfgs = sorted((runs / run).glob("seed*/config.json"))
         if cfgs:
             parts.append(f"Budget: {int(read_json(cfgs[0])['a2c']['total_steps']):,} env steps per run (paper: 20M+).")
             break
-    parts.append(f"Seeds: up to {n_seeds} per run. Commit {git_commit()}. Random policy (Mnih et al. 2015, not "
-                 "measured here): " + ", ".join(f"{g} {v:g}" for g, v in RANDOM_SCORE.items())
+    measured = "; ".join(f"{r['game']} {r['eval']['mean']:.1f} over {r['episodes']} games" for r in random)
+    parts.append(f"Seeds: up to {n_seeds} per run. Commit {git_commit()}. Random policy: "
+                 + (f"measured here under the students' evaluation protocol (the 'Random policy' rows): {measured}; "
+                    if random else "")
+                 + "Mnih et al. 2015's random agent: " + ", ".join(f"{g} {v:g}" for g, v in RANDOM_SCORE.items())
                  + "; a score near it is chance, not learning.")
     return " " + " ".join(parts)
 
@@ -173,27 +193,30 @@ def figure(a) -> None:
                 for x, v in zip(grid, curve_to_grid(pd.read_csv(d / "curve.csv"), grid, window=100)):
                     curves.append({"game": read_json(d / "config.json")["a2c"]["game"],
                                    "run": f"{LABELS[run]}: its source", "seed": s.seed, "env_steps": x, "score": v})
-    table = present(pd.DataFrame(rows))
+    n_seeds = int(max((r["seeds"] for r in rows), default=0))
+    random = random_rows(a.random)
+    table = present(pd.DataFrame(rows + [{k: v for k, v in r.items() if k != "episodes"} for r in random]))
     caption = (f"{spec['title']} ({a.tier} tier). last100 = mean raw training score of the last 100 games, mean and "
                "sd over seeds, and each seed's; eval = the policy alone (eval.json): "
                + all_seeds_caption(table["seeds"], "eval") + " "
                "The paper gives curves only for this figure (no numbers to compare"
                + ("; 6d's Sec. 5.4 last-100 numbers are in last100.md" if a.fig == "fig6" else "") + ")."
                + teachers_line(runs, spec["runs"])
-               + provenance(runs, spec["runs"], int(table["seeds"].max()) if len(table) else 0))
+               + provenance(runs, spec["runs"], n_seeds, random))
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
     if not curves:
         raise FileNotFoundError(f"no finished runs of {spec['runs']} under {runs}: run cdrl_train first")
+    refs = {r["game"]: [("random policy (measured)", r["eval"]["mean"])] for r in random}
     plot_facets(pd.DataFrame(curves), a.out_fig, f"{spec['title'].split(':')[0]}, last-100 mean ({a.tier} tier)",
-                facet="game", hue="run", ncols=1)
+                facet="game", hue="run", ncols=1, refs=refs)
 
 
 def last100(a) -> None:
     runs = Path(a.runs)
     ours = {run: collect(runs, run) for run in FIGURES["fig6"]["runs"]}
     experts = {read_json(e)["game"]: read_json(e)["mean"] for e in a.experts}
-    table = last100_table(ours, load_reported(a.reported), experts)
+    table = last100_table(ours, load_reported(a.reported), experts, random_rows(a.random))
     with atomic_path(a.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     caption = (f"cA3C Sec. 5.4 / Fig. 6: reward of the last 100 training episodes on Bowling, paper vs ours "
@@ -201,7 +224,8 @@ def last100(a) -> None:
                "scratch together, the Bowling target distilling from the live Pong learner); our A3C and collaborative "
                "rows compare directly, our Fig. 6a-c rows have no paper number. ± (paper) is undefined there; ours is "
                "the sd over seeds; 'last100 per seed' = each seed's own last-100 mean. ratio = ours / paper. eval = "
-               "the policy alone (eval.json): " + all_seeds_caption(table["seeds"], "eval"))
+               "the policy alone (eval.json): " + all_seeds_caption(table["seeds"], "eval")
+               + " The experts' and the random policy's rows are one evaluation each (eval, not last 100).")
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(to_markdown(table, caption))
 
@@ -237,12 +261,14 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="what", required=True)
     f = sub.add_parser("figure")
     f.add_argument("--fig", required=True, choices=sorted(FIGURES))
+    f.add_argument("--random", nargs="*", default=[], help="random-policy eval.json files (the reference rows)")
     for k in ("--runs", "--tier", "--out-md", "--out-fig"):
         f.add_argument(k, required=True)
     t = sub.add_parser("last100")
     for k in ("--runs", "--tier", "--reported", "--out-csv", "--out-md"):
         t.add_argument(k, required=True)
     t.add_argument("--experts", nargs="*", default=[], help="experts' eval.json files")
+    t.add_argument("--random", nargs="*", default=[], help="random-policy eval.json files (the reference rows)")
     g = sub.add_parser("fig5")
     for k in ("--dists", "--fit", "--tier", "--out-md", "--out-fig"):
         g.add_argument(k, required=True)
