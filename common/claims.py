@@ -21,7 +21,9 @@ Verdicts (first that applies):
 
 1. ``not testable``: the claim has ``testable: false`` (e.g. a method we do not run); its reason is shown;
 2. ``not run``: no stratum has values in every arm in this tier;
-3. ``precondition not met``: a precondition fails (or cannot be checked) in a stratum that ran; which one is shown;
+3. ``precondition not met``: a precondition fails (or cannot be checked) in a stratum that ran; which one is shown
+   (its ``bound`` is a number, or ``{reference: table, fraction: f}`` = f x the table's value for the stratum, or
+   for ``stratum: name`` where the precondition is about another game's teacher, e.g. a Pong expert in Bowling);
 4. below ``MIN_SEEDS`` seeds in any non-fixed arm of any stratum: ``inconclusive``, with per-seed values and
    mean [min, max] and no interval (2-4 seeds give no calibrated 95% interval);
 5. otherwise, with margin m (default 0) and interval [lo, hi]:
@@ -85,6 +87,7 @@ COMPARISON_KEYS = {"treatment", "control", "scale", "strata", "effect", "directi
 ARM_KEYS = {"source", "path", "key", "reduce", "method", "column", "columns", "x", "y", "filter", "stat", "window",
             "threshold", "values", "fixed", "label", "fraction"}
 PRECONDITION_KEYS = {"name", "arm", "op", "bound", "reduce"}
+BOUND_KEYS = {"reference", "fraction", "stratum"}
 
 
 class ClaimsError(ValueError):
@@ -150,6 +153,9 @@ def load_claims(path) -> dict:
                                   f"got {sorted(p)}")
             if p["op"] not in ("<=", ">=", "<", ">"):
                 raise ClaimsError(f"{path}: claim {cid}: precondition op must be <=, >=, < or >")
+            if isinstance(p["bound"], dict) and (set(p["bound"]) - BOUND_KEYS or "reference" not in p["bound"]):
+                raise ClaimsError(f"{path}: claim {cid}: precondition {p['name']}: a bound mapping needs 'reference' "
+                                  f"(+ {sorted(BOUND_KEYS - {'reference'})}); got {sorted(p['bound'])}")
             _check_arm(path, cid, f"precondition {p['name']}", p["arm"])
     return doc
 
@@ -434,11 +440,12 @@ def check_precondition(ctx: Context, pre: dict, stratum: str) -> tuple[bool, str
     got = _reduce(vals, pre.get("reduce", "mean"))
     bound = pre["bound"]
     if isinstance(bound, dict):
-        ref = ctx.reference(bound["reference"], stratum)
+        row = bound.get("stratum", stratum)  # another game's reference: a teacher of the source game
+        ref = ctx.reference(bound["reference"], row)
         if ref is None:
-            return False, f"{pre['name']}: no reference '{bound['reference']}' for {stratum}"
+            return False, f"{pre['name']}: no reference '{bound['reference']}' for {row}"
         bound_v = float(bound.get("fraction", 1.0)) * ref
-        shown = f"{bound.get('fraction', 1.0):g} x {ref:g} = {bound_v:.4g}"
+        shown = f"{bound.get('fraction', 1.0):g} x {ref:g} ({row}) = {bound_v:.4g}"
     else:
         bound_v, shown = float(bound), f"{float(bound):g}"
     ok = {"<=": got <= bound_v, ">=": got >= bound_v, "<": got < bound_v, ">": got > bound_v}[pre["op"]]

@@ -132,7 +132,27 @@ def test_weak_teacher_is_precondition_not_met(tmp_path):
     _teacher(tmp_path, "Pong", 1.1)           # < 0.8 x 20 = 16: the recorded cdrl Pong expert's strength
     row = cl.judge(_ctx(tmp_path), CLAIM)
     assert row["verdict"] == "precondition not met"
-    assert "teacher expert in Pong: 1.1 >= 0.8 x 20 = 16: NOT met" in row["notes"]
+    assert "teacher expert in Pong: 1.1 >= 0.8 x 20 (Pong) = 16: NOT met" in row["notes"]
+
+
+def test_a_bound_may_read_another_games_reference(tmp_path):
+    # a Pong teacher of a Bowling student (cA3C) is judged against Pong's expert score, not Bowling's
+    write_json(tmp_path / "runs/t/expert_pong/eval.json", {"mean": 19.0})
+    ctx = cl.Context(tmp_path, "t", {}, {"expert": {"Pong": 20, "Bowling": 60}})
+    pre = {"name": "Pong teacher", "op": ">=", "arm": {"source": "json", "path": "runs/{tier}/expert_pong/eval.json",
+                                                       "key": "mean"},
+           "bound": {"reference": "expert", "fraction": 0.9}}
+    assert cl.check_precondition(ctx, pre, "Bowling") == (False, "Pong teacher in Bowling: 19 >= 0.9 x 60 (Bowling) "
+                                                                 "= 54: NOT met")
+    pre["bound"]["stratum"] = "Pong"                     # 19 >= 0.9 x 20 = 18
+    assert cl.check_precondition(ctx, pre, "Bowling") == (True, "Pong teacher in Bowling: 19 >= 0.9 x 20 (Pong) "
+                                                                "= 18: met")
+    pre["bound"]["of"] = "Pong"
+    doc = tmp_path / "c.yaml"
+    import yaml
+    doc.write_text(yaml.safe_dump({"paper": "p", "claims": [{**CLAIM, "preconditions": [pre]}]}))
+    with pytest.raises(cl.ClaimsError, match="bound mapping needs 'reference'.*'of'"):
+        cl.load_claims(doc)
 
 
 def test_dependent_student_or_missing_teacher_is_precondition_not_met(tmp_path):
@@ -298,3 +318,16 @@ def test_csv_rows_method_per_stratum(tmp_path):
     ctx = cl.Context(tmp_path, "t")
     assert cl.arm_values(ctx, arm, "mnist_kd").tolist() == [0.7]
     assert cl.arm_values(ctx, arm, "cifar100_kd").size == 0      # no name for that stratum: not run
+
+
+def test_cdrl_claims_read_the_expert_where_the_pipeline_writes_it(tmp_path):
+    # the experts' preconditions once read runs/<tier>/cdrl/expert_Pong/..., a directory nobody writes
+    # (plan.expert_dir lowercases the game): on a case-sensitive disk every such claim said "precondition not met"
+    from papers.cdrl import plan
+
+    config = {"cdrl": {"experts": {"seed": 100}}}
+    ctx = cl.Context(tmp_path, "t", {"cdrl_expert_seed": str(plan.expert_seed(config))})
+    doc = cl.load_claims(REPO / "papers/cdrl/claims.yaml")
+    paths = {ctx.fill(p["arm"]["path"], "Bowling") for c in doc["claims"] for p in c.get("preconditions", [])
+             if "expert" in p["arm"]["path"]}
+    assert paths == {f"{plan.expert_dir(config, 't', g)}/eval.json" for g in ("Pong", "Bowling")}
