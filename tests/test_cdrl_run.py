@@ -76,6 +76,22 @@ def test_distill_runs_with_a_runner_teacher(tmp_path):
     assert not any(p.requires_grad for p in f.parameters())
 
 
+def test_untrained_method_saves_the_seeded_initialisation_and_evaluates_it(tmp_path):
+    a2c = {**MINATAR, "seed": 7}
+    run(RunArgs.from_dict({"method": "untrained", "a2c": a2c, "eval": EVAL}), tmp_path / "u")
+    assert sorted(p.name for p in (tmp_path / "u").iterdir()) == ["eval.json", "model.pt", "run.json"]
+    # the net an a3c run of the same arguments starts from: stop it before its first update, at its checkpoint
+    from common.io import seed_everything
+    env = make_vec_env("MinAtar/Breakout", 1, A2CArgs.from_dict(RunArgs.from_dict({"a2c": a2c}).a2c_args()).protocol)
+    seed_everything(7)
+    fresh = make_net("ca3c", env.obs_shape, env.n_actions).state_dict()
+    saved = load_policy(tmp_path / "u/model.pt").state_dict()
+    assert saved.keys() == fresh.keys() and all(torch.equal(saved[k], fresh[k]) for k in fresh)
+    assert json.loads((tmp_path / "u/eval.json").read_text())["method"] == "untrained"
+    with pytest.raises(ValueError, match="takes no teachers"):
+        RunArgs.from_dict({"method": "untrained", "a2c": a2c, "ca3c": {"teachers": ["t"]}})
+
+
 def test_gae_loss_off_leaves_the_agent_untouched_without_a_hook(tmp_path):
     """A2CArgs.gae_loss = False drops policy/value/entropy: with no hook loss nothing trains (Fig. 3a's knob)."""
     a = A2CArgs(**{**MINATAR, "net": "minatar", "total_steps": 160}, gae_loss=False, seed=1)
@@ -146,6 +162,16 @@ def test_plan_runs_and_schedules():
         3_000_000, 4_000_000, 15_000_000) and "teachers" not in col["ca3c"]
     assert plan.teacher_inputs(c, "paper", "collaborative_bowling") == []
     assert "collaborative_bowling" in plan.FIGURES["fig6"]["runs"]
+    # the Fig. 4 control: KD-policy, as 4a, from the Pong expert's initialisation (the expert's seed, no update)
+    ctl = json.loads(plan.run_args(c, "paper", "kd_policy_untrained_bowling", 0, 1, "cpu"))
+    kd = json.loads(plan.run_args(c, "paper", "kd_policy_bowling", 0, 1, "cpu"))
+    assert ctl["ca3c"]["teachers"] == ["runs/paper/cdrl/untrained_pong/seed100"]
+    assert {**ctl["ca3c"], "teachers": None} == {**kd["ca3c"], "teachers": None} and ctl["a2c"] == kd["a2c"]
+    assert plan.teacher_inputs(c, "paper", "kd_policy_untrained_bowling") == [
+        "runs/paper/cdrl/untrained_pong/seed100/model.pt"]
+    u = json.loads(plan.untrained_args(c, "Pong", 1, "cpu"))
+    assert u["method"] == "untrained" and u["a2c"] == json.loads(plan.expert_args(c, "Pong", 1, "cpu"))["a2c"]
+    assert "kd_policy_untrained_bowling" in plan.FIGURES["fig4"]["runs"]
     plan.check(c)
     c["cdrl"]["schedule"]["fig6d_until"] = 3_500_000
     with pytest.raises(ValueError, match="fig6d_until"):

@@ -18,7 +18,9 @@ Runs (``runs/<tier>/cdrl/<run>/seed<k>/``) and what each figure shows:
 * Fig. 3 (Pong -> Pong): ``a3c_pong``; ``distill_only_pong`` (3a: the student learns from the teacher only);
   ``homogeneous_pong`` (3b: GAE + policy-head distillation during the first ``fig3b_until`` steps).
 * Fig. 4 (Pong expert -> Bowling, no alignment, distilling from ``fig4_from``): ``a3c_bowling``;
-  ``kd_policy_bowling`` (4a) and ``kd_distill_bowling`` (4b).
+  ``kd_policy_bowling`` (4a) and ``kd_distill_bowling`` (4b); and a control not in the paper,
+  ``kd_policy_untrained_bowling``: 4a with the Pong net at initialisation as its teacher (``untrained_dir``:
+  the expert's seed, never updated), which tells transferred skill from an action prior of the logits.
 * Fig. 6 (Pong expert -> Bowling through F, distillation head): ``offline_bowling`` (6a, F fitted offline,
   distilling from ``fig6a_from``), ``online_late_bowling`` (6b, T1/T2 = 4M/6M), ``online_early_bowling``
   (6c, 0.1M/1M), beside ``a3c_bowling``; ``collaborative_bowling`` (6d, Sec. 5.4: Pong and Bowling from scratch
@@ -49,19 +51,25 @@ RUNS = {
     "online_late_bowling": (TARGET, "kd_distill", SOURCE),
     "online_early_bowling": (TARGET, "kd_distill", SOURCE),
     "collaborative_bowling": (TARGET, "collaborative", None),   # the source is a live learner, not an expert
+    # control (not in the paper): Fig. 4a's KD-policy from the Pong net at initialisation, not the expert
+    "kd_policy_untrained_bowling": (TARGET, "kd_policy", SOURCE),
 }
+UNTRAINED_TEACHER = {"kd_policy_untrained_bowling"}
+"""runs whose teacher is the untrained net (untrained_dir), not the expert of the same game"""
 LABELS = {
     "a3c_pong": "A3C", "distill_only_pong": "distillation only (3a)", "homogeneous_pong": "GAE + distillation (3b)",
     "a3c_bowling": "A3C", "kd_policy_bowling": "KD-policy (4a)", "kd_distill_bowling": "KD-distill (4b)",
     "offline_bowling": "cA3C offline F (6a)", "online_late_bowling": "cA3C online T1/T2 = fig6b (6b)",
     "online_early_bowling": "cA3C online T1/T2 = fig6c (6c)",
     "collaborative_bowling": "cA3C collaborative (6d)",
+    "kd_policy_untrained_bowling": "KD-policy, untrained Pong teacher (control)",
 }
 FIGURES = {
     "fig3": {"title": "Fig. 3: online homogeneous distillation, Pong expert -> Pong student",
              "runs": ["a3c_pong", "distill_only_pong", "homogeneous_pong"]},
-    "fig4": {"title": "Fig. 4: Pong expert -> Bowling student without alignment (KD-policy, KD-distill)",
-             "runs": ["a3c_bowling", "kd_policy_bowling", "kd_distill_bowling"]},
+    "fig4": {"title": "Fig. 4: Pong expert -> Bowling student without alignment (KD-policy, KD-distill; control: "
+                     "KD-policy from the untrained Pong net)",
+             "runs": ["a3c_bowling", "kd_policy_bowling", "kd_distill_bowling", "kd_policy_untrained_bowling"]},
     "fig6": {"title": "Fig. 6: Pong -> Bowling through the deep alignment network (a-c: Pong expert, d: collaborative)",
              "runs": ["a3c_bowling", "offline_bowling", "online_late_bowling", "online_early_bowling",
                       "collaborative_bowling"]},
@@ -71,6 +79,19 @@ SCHEDULE_KEYS = ("fig3b_until", "fig4_from", "fig6a_from", "fig6b", "fig6c", "fi
 
 def expert_dir(config: dict, tier: str, game: str) -> str:
     return f"runs/{tier}/cdrl/expert_{game.lower()}/seed{expert_seed(config)}"
+
+
+def untrained_dir(config: dict, tier: str, game: str) -> str:
+    """The untrained teacher of a control run: the expert's initialisation (same seed), never updated."""
+    return f"runs/{tier}/cdrl/untrained_{game.lower()}/seed{expert_seed(config)}"
+
+
+def teacher_dir(config: dict, tier: str, run: str) -> str | None:
+    """The teacher run directory a run distils from (None: a3c and collaborative)."""
+    teacher = RUNS[run][2]
+    if teacher is None:
+        return None
+    return (untrained_dir if run in UNTRAINED_TEACHER else expert_dir)(config, tier, teacher)
 
 
 def expert_seed(config: dict) -> int:
@@ -100,18 +121,19 @@ def ca3c_spec(config: dict, tier: str, run: str) -> dict:
             "homogeneous_pong": {"distill_from": 0, "distill_until": int(s["fig3b_until"])},
             "kd_policy_bowling": {"use_alignment": False, "distill_from": int(s["fig4_from"])},
             "kd_distill_bowling": {"use_alignment": False, "distill_from": int(s["fig4_from"])},
+            "kd_policy_untrained_bowling": {"use_alignment": False, "distill_from": int(s["fig4_from"])},
             "offline_bowling": {"distill_from": int(s["fig6a_from"]),
                                 "offline_alignment": f"{alignment_dir(tier)}/alignment.pt"},
             "online_late_bowling": {"align_from": int(s["fig6b"][0]), "distill_from": int(s["fig6b"][1])},
             "online_early_bowling": {"align_from": int(s["fig6c"][0]), "distill_from": int(s["fig6c"][1])},
             }[run]
-    return {**config["cdrl"].get("ca3c", {}), **spec, "teachers": [expert_dir(config, tier, teacher)]}
+    return {**config["cdrl"].get("ca3c", {}), **spec, "teachers": [teacher_dir(config, tier, run)]}
 
 
 def teacher_inputs(config: dict, tier: str, run: str) -> list[str]:
     """The files one run needs before it starts: its teacher's model.pt (and the offline F)."""
-    game, method, teacher = RUNS[run]
-    files = [f"{expert_dir(config, tier, teacher)}/model.pt"] if teacher else []
+    teacher = teacher_dir(config, tier, run)
+    files = [f"{teacher}/model.pt"] if teacher else []
     if run == "offline_bowling":
         files.append(f"{alignment_dir(tier)}/alignment.pt")
     return files
@@ -144,6 +166,15 @@ def expert_args(config: dict, game: str, threads: int, device: str) -> str:
     return json.dumps(d)
 
 
+def untrained_args(config: dict, game: str, threads: int, device: str) -> str:
+    """The untrained teacher: method untrained (no update) with the experts' arguments and seed."""
+    e = config["cdrl"]["experts"]
+    d = {"method": "untrained", "eval": config["cdrl"].get("eval", {}),
+         "a2c": _a2c(config, game, e.get("seed", 100), threads, device, total_steps=int(e["steps"]))}
+    RunArgs.from_dict(d)
+    return json.dumps(d)
+
+
 def check(config: dict) -> None:
     """Config errors in the cdrl section, named before any job starts."""
     c = config["cdrl"]
@@ -170,3 +201,4 @@ def check(config: dict) -> None:
         RunArgs.from_dict(json.loads(run_args(config, "check", run, 0, 1, "cpu")))
     for g in (SOURCE, TARGET):
         RunArgs.from_dict(json.loads(expert_args(config, g, 1, "cpu")))
+    RunArgs.from_dict(json.loads(untrained_args(config, SOURCE, 1, "cpu")))

@@ -37,6 +37,27 @@ rule cdrl_expert:
         "{PY} -m papers.cdrl.train --out $(dirname {output.model}) --args '{params.args}' 2> {log}"
 
 
+rule cdrl_untrained:
+    """The untrained Pong teacher of the Fig. 4 control: the expert's initialisation (same seed), no update, evaluated."""
+    output:
+        model=f"{CD_RUNS}/untrained_{{egame}}/seed{{eseed}}/model.pt",
+        eval=f"{CD_RUNS}/untrained_{{egame}}/seed{{eseed}}/eval.json",
+    wildcard_constraints:
+        egame="pong",
+        eseed=str(cdrl_plan.expert_seed(config)),
+    params:
+        args=lambda wc, threads: cdrl_plan.untrained_args(config, wc.egame.capitalize(), threads,
+                                                          config.get("device", "auto")),
+    log:
+        f"logs/{TIER}/cdrl/untrained_{{egame}}_seed{{eseed}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "{PY} -m papers.cdrl.train --out $(dirname {output.model}) --args '{params.args}' 2> {log}"
+
+
 rule cdrl_alignment:
     """Offline deep alignment network (Sec. 5.3) from the two experts' logits on Bowling frames; Fig. 5's data."""
     input:

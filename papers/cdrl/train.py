@@ -19,6 +19,9 @@ Methods (papers/cdrl/method.py has the algorithm):
   offline from ``offline_alignment``, a file of papers/cdrl/alignment.py (Fig. 6a));
 * ``distill_only``: the homogeneous hook with the learner's GAE loss off (``A2CArgs.gae_loss = false``): the
   student learns from the teacher only, while acting in its own env (Fig. 3a);
+* ``untrained``: no training: the seeded net at initialisation, written as ``model.pt`` (with ``run.json`` and
+  ``eval.json``, no curve): the untrained teacher of the control run ``kd_policy_untrained_bowling`` (papers/cdrl/
+  README.md, "Controls");
 * ``collaborative``: Fig. 6d / Sec. 5.4: a source (``source``, default Pong) and the target (``a2c``) trained
   from scratch together in lock-step, the target distilling (kd_distill through an online F) from the
   source's *current* network; no teacher files (papers/cdrl/collaborative.py).
@@ -51,7 +54,7 @@ from common.io import resolve_device, seed_everything, write_json
 from common.nets import make_net
 from papers.cdrl.method import CA3CArgs, CA3CHook, load_teachers
 
-METHODS = ("a3c", "homogeneous", "kd_policy", "kd_distill", "distill_only", "collaborative")
+METHODS = ("a3c", "homogeneous", "kd_policy", "kd_distill", "distill_only", "collaborative", "untrained")
 MODE_OF = {"homogeneous": "homogeneous", "kd_policy": "kd_policy", "kd_distill": "kd_distill",
            "distill_only": "homogeneous", "collaborative": "kd_distill"}
 LOCKSTEP_KEYS = ("num_envs", "n_steps", "total_steps", "checkpoint_every")  # collaborative: equal in both learners
@@ -111,9 +114,9 @@ class RunArgs:
             if diff:
                 raise ValueError(f"collaborative source and target must step in lock-step and see the same frames; "
                                  f"(source, target) differ in {diff}: drop these keys from `source`")
-        elif a.method == "a3c":
+        elif a.method in ("a3c", "untrained"):
             if a.ca3c.get("teachers"):
-                raise ValueError("method a3c is the baseline and takes no teachers; pick homogeneous, kd_policy, "
+                raise ValueError(f"method {a.method} takes no teachers; pick homogeneous, kd_policy, "
                                  "kd_distill or distill_only to use ca3c.teachers")
         else:
             if "mode" in a.ca3c and a.ca3c["mode"] != MODE_OF[a.method]:
@@ -185,7 +188,7 @@ def build(run_args: RunArgs, env):
     a2c = A2CArgs.from_dict(run_args.a2c_args())
     device = resolve_device(a2c.device)
     student = make_net(a2c.net, env.obs_shape, env.n_actions).to(device)
-    if run_args.method == "a3c":
+    if run_args.method in ("a3c", "untrained"):
         return student, None, {}
     args = run_args.ca3c_args()
     args.teachers = [teacher_file(t) for t in args.teachers]
@@ -222,7 +225,24 @@ def _evaluate(run_args: RunArgs, out_dir) -> float:
     return ev["mean"]
 
 
+def untrained(run_args: RunArgs, out_dir) -> dict:
+    """Method ``untrained``: the net a run of these arguments starts from (same seeding as _prepare), saved as a
+    policy file without a single update, then evaluated like a trained one."""
+    from common.a2c import save_policy
+
+    a2c = A2CArgs.from_dict(run_args.a2c_args())
+    env = make_vec_env(a2c.game, 1, a2c.protocol)
+    try:
+        _, student, _ = _prepare(run_args, out_dir, env)
+        save_policy(Path(out_dir) / "model.pt", student.cpu(), a2c, env, untrained=True)
+    finally:
+        env.close()
+    return {"eval_mean": _evaluate(run_args, out_dir)}
+
+
 def run(run_args: RunArgs, out_dir) -> dict:
+    if run_args.method == "untrained":
+        return untrained(run_args, out_dir)
     if run_args.method == "collaborative":
         from papers.cdrl.collaborative import run as run_collaborative
 
@@ -242,7 +262,7 @@ def run_many(runs: list[RunArgs], out_dirs: list, stop_after_updates: int | None
     Collaborative runs (two learners of two games in lock-step) train one after another."""
     if len(runs) != len(out_dirs):
         raise ValueError(f"{len(out_dirs)} run directories for {len(runs)} runs: give one --out per run")
-    if any(r.method == "collaborative" for r in runs):
+    if any(r.method in ("collaborative", "untrained") for r in runs):
         return [run(r, o) for r, o in zip(runs, out_dirs)]
     by_out = {str(Path(o)): r for r, o in zip(runs, out_dirs)}
 
