@@ -157,22 +157,19 @@ def run_args(config: dict, tier: str, run: str, seed: int, threads: int, device:
     return json.dumps(d)
 
 
-def expert_args(config: dict, game: str, threads: int, device: str) -> str:
-    """An expert = an A3C run of this runner on the expert budget and seed (papers/cdrl/README.md)."""
+def expert_args(config: dict, game: str, threads: int, device: str, method: str = "a3c") -> str:
+    """An expert = an A3C run of this runner on the expert budget and seed (papers/cdrl/README.md); with method
+    'untrained' the same arguments give the expert's initialisation, never updated (the Fig. 4 control's teacher)."""
     e = config["cdrl"]["experts"]
-    d = {"method": "a3c", "eval": config["cdrl"].get("eval", {}),
+    d = {"method": method, "eval": config["cdrl"].get("eval", {}),
          "a2c": _a2c(config, game, e.get("seed", 100), threads, device, total_steps=int(e["steps"]))}
     RunArgs.from_dict(d)
     return json.dumps(d)
 
 
 def untrained_args(config: dict, game: str, threads: int, device: str) -> str:
-    """The untrained teacher: method untrained (no update) with the experts' arguments and seed."""
-    e = config["cdrl"]["experts"]
-    d = {"method": "untrained", "eval": config["cdrl"].get("eval", {}),
-         "a2c": _a2c(config, game, e.get("seed", 100), threads, device, total_steps=int(e["steps"]))}
-    RunArgs.from_dict(d)
-    return json.dumps(d)
+    """The untrained teacher: expert_args with method untrained (no update), the experts' seed."""
+    return expert_args(config, game, threads, device, method="untrained")
 
 
 def check(config: dict) -> None:
