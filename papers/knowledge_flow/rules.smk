@@ -206,8 +206,9 @@ REPORT_SECTIONS.insert(0, {
     "title": "Knowledge Flow: Table 2 (expert / non-expert teachers, fine-tuning, A3C baseline)",
     "tables": [rules.kf_table2.output.md, rules.kf_table2.output.independence],
     "figs": [rules.kf_table2.output.fig, rules.kf_table2.output.pw_fig],
-    "note": "Caveats: a synchronous A2C with 16 envs stands in for the paper's 16 asynchronous A3C workers, and "
-            "PPO-trained teachers for the authors' A3C teachers; scores far below the paper's at reduced budgets "
+    "note": f"Caveats: a synchronous A2C with {KF['a2c'].get('num_envs', 16)} envs stands in for the paper's 16 "
+            f"asynchronous A3C workers, and SB3 {config['teachers']['algo'].upper()} teachers for the authors' A3C "
+            "teachers; scores far below the paper's at reduced budgets "
             "are a statement about budget. Whether Knowledge Flow beats the baseline and fine-tuning *at this "
             "budget* is what the table shows, read with its intervals.",
     "budget": f"Knowledge Flow: {KF['a2c']['total_steps']:,} env steps per run (paper: 40M), {KF['seeds']} seeds, "
