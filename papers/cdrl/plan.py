@@ -168,7 +168,8 @@ def expert_args(config: dict, game: str, threads: int, device: str, method: str 
 
 
 def untrained_args(config: dict, game: str, threads: int, device: str) -> str:
-    """The untrained teacher: expert_args with method untrained (no update), the experts' seed."""
+    """The untrained teacher: expert_args with method untrained (no update), the experts' seed (rule cdrl_expert,
+    kind untrained)."""
     return expert_args(config, game, threads, device, method="untrained")
 
 

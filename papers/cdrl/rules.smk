@@ -15,45 +15,28 @@ CLAIM_VARS["cdrl_expert_seed"] = cdrl_plan.expert_dir(config, TIER, cdrl_plan.SO
 
 
 rule cdrl_expert:
-    """A Pong or Bowling expert: an A3C run of papers/cdrl/train.py on the expert budget, evaluated."""
+    """A Pong or Bowling expert: an A3C run of papers/cdrl/train.py on the expert budget, evaluated; kind
+    'untrained' is the same run's initialisation, saved without an update (the teacher of Fig. 4's control)."""
     output:
-        model=f"{CD_RUNS}/expert_{{egame}}/seed{{eseed}}/model.pt",
-        eval=f"{CD_RUNS}/expert_{{egame}}/seed{{eseed}}/eval.json",
+        model=f"{CD_RUNS}/{{ekind}}_{{egame}}/seed{{eseed}}/model.pt",
+        eval=f"{CD_RUNS}/{{ekind}}_{{egame}}/seed{{eseed}}/eval.json",
     wildcard_constraints:
+        ekind="expert|untrained",
         egame="pong|bowling",
         eseed=str(cdrl_plan.expert_seed(config)),  # the seed expert_args trains with
     params:
         args=lambda wc, threads: cdrl_plan.expert_args(config, wc.egame.capitalize(), threads,
-                                                       config.get("device", "auto")),
+                                                       config.get("device", "auto"),
+                                                       method="a3c" if wc.ekind == "expert" else "untrained"),
     log:
-        f"logs/{TIER}/cdrl/expert_{{egame}}_seed{{eseed}}.log",
+        f"logs/{TIER}/cdrl/{{ekind}}_{{egame}}_seed{{eseed}}.log",
     benchmark:
-        f"benchmarks/{TIER}/cdrl/expert_{{egame}}_seed{{eseed}}.tsv"
+        f"benchmarks/{TIER}/cdrl/{{ekind}}_{{egame}}_seed{{eseed}}.tsv"
     threads: config.get("threads_per_run", 1)
     resources:
         mem_mb=4000,
-        runtime=lambda wc: 30 + CD["experts"]["steps"] // 12_000,  # minutes, at >= 200 steps/s
-    shell:
-        "{PY} -m papers.cdrl.train --out $(dirname {output.model}) --args '{params.args}' 2> {log}"
-
-
-rule cdrl_untrained:
-    """The untrained Pong teacher of the Fig. 4 control: the expert's initialisation (same seed), no update, evaluated."""
-    output:
-        model=f"{CD_RUNS}/untrained_{{egame}}/seed{{eseed}}/model.pt",
-        eval=f"{CD_RUNS}/untrained_{{egame}}/seed{{eseed}}/eval.json",
-    wildcard_constraints:
-        egame="pong",
-        eseed=str(cdrl_plan.expert_seed(config)),
-    params:
-        args=lambda wc, threads: cdrl_plan.untrained_args(config, wc.egame.capitalize(), threads,
-                                                          config.get("device", "auto")),
-    log:
-        f"logs/{TIER}/cdrl/untrained_{{egame}}_seed{{eseed}}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
+        # minutes, at >= 200 steps/s; the untrained net only plays its evaluation games
+        runtime=lambda wc: 30 + (CD["experts"]["steps"] // 12_000 if wc.ekind == "expert" else 30),
     shell:
         "{PY} -m papers.cdrl.train --out $(dirname {output.model}) --args '{params.args}' 2> {log}"
 
@@ -156,7 +139,7 @@ def _cdrl_random_evals(runs):
     """The random-policy eval.json of every game the runs play (their targets; Fig. 6d's Pong source too)."""
     games = dict.fromkeys(cdrl_plan.RUNS[r][0] for r in runs)
     if "collaborative_bowling" in runs:
-        games["Pong"] = None
+        games[cdrl_plan.SOURCE] = None
     return [f"{CD_RUNS}/random_{g.lower()}/eval.json" for g in games]
 
 
